@@ -1,0 +1,437 @@
+"""Finding, converting, loading and saving checkpoints: local folders, hub repos and the original Flax `.npz` files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._flax import CheckpointError, flax_to_state_dict, read_npz
+from .configuration import (
+    CONFIG_NAME,
+    PRESETS,
+    VideoPrismConfig,
+    VideoPrismTextConfig,
+    VideoPrismVisionConfig,
+    find_preset,
+    load_config_dict,
+)
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+# Buffers transformers keeps in its checkpoints; their values are recomputed here, never trusted.
+IGNORED_KEYS = ("text_model.embeddings.position_embedding", "text_model.embeddings.position_ids")
+# Where a sub-model's weights sit inside the checkpoints of larger models.
+SUBMODEL_PREFIXES = ("", "video_model.", "vision_model.", "video_model.vision_model.", "text_model.")
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint source names nothing that exists (locally or on the hub)."""
+
+
+@dataclass
+class ResolvedCheckpoint:
+    description: str
+    config: Any | None  # a config object from config.json or a preset, or None
+    state_dict: dict[str, torch.Tensor]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VIDEOPRISM_CACHE", Path.home() / ".cache" / "videoprism"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resolving a source to files
+
+
+def _hub_download(repo_id: str, filename: str, revision: str | None, cache_dir) -> str | None:
+    """A file of a hub repo (cached; honours HF_HUB_OFFLINE), or None when the repo has no such file."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
+    except EntryNotFoundError:
+        return None
+    except RepositoryNotFoundError as err:
+        raise CheckpointNotFoundError(f"hub repo {repo_id!r} does not exist or is private ({err})") from err
+    except LocalEntryNotFoundError:
+        return None  # offline and not cached: the caller decides what that means
+
+
+def _hub_files(repo_id: str, revision: str | None) -> list[str]:
+    from huggingface_hub import list_repo_files
+
+    try:
+        return list_repo_files(repo_id, revision=revision)
+    except Exception as err:  # offline, network or auth problems all mean "cannot list"
+        logger.debug("cannot list files of %s: %s", repo_id, err)
+        return []
+
+
+def _resolve_hub(repo_id: str, revision: str | None, cache_dir) -> tuple[str, str]:
+    """("folder" | "npz", local path) for a hub repo in transformers format or holding a Flax `.npz`."""
+    config_path = _hub_download(repo_id, CONFIG_NAME, revision, cache_dir)
+    if config_path is not None:
+        folder = os.path.dirname(config_path)
+        index = _hub_download(repo_id, WEIGHTS_INDEX_NAME, revision, cache_dir)
+        if index is not None:
+            with open(index, encoding="utf-8") as f:
+                for shard in sorted(set(json.load(f)["weight_map"].values())):
+                    _hub_download(repo_id, shard, revision, cache_dir)
+        elif _hub_download(repo_id, WEIGHTS_NAME, revision, cache_dir) is None:
+            raise CheckpointNotFoundError(f"hub repo {repo_id!r} has config.json but no {WEIGHTS_NAME}")
+        return "folder", folder
+    candidates = []
+    preset = find_preset(repo_id)
+    if preset is not None:
+        candidates.append(preset.flax_file)
+    candidates += [f for f in _hub_files(repo_id, revision) if f.endswith(".npz") and f not in candidates]
+    for filename in candidates:
+        path = _hub_download(repo_id, filename, revision, cache_dir)
+        if path is not None:
+            return "npz", path
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    hint = " (HF_HUB_OFFLINE is set and nothing is cached)" if offline else ""
+    raise CheckpointNotFoundError(
+        f"found neither config.json + {WEIGHTS_NAME} nor a Flax .npz in hub repo {repo_id!r}"
+        f"{f' at revision {revision!r}' if revision else ''}{hint}"
+    )
+
+
+def _looks_like_repo_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def resolve_source(source: str | os.PathLike, revision: str | None = None, cache_dir=None) -> tuple[str, str]:
+    """Classifies `source` as ("folder" | "npz" | "safetensors", local path), downloading from the hub if needed."""
+    source = str(source)
+    if source in PRESETS:
+        source = PRESETS[source].repo_id
+    path = os.path.expanduser(source)
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, CONFIG_NAME)):
+            return "folder", path
+        npz = sorted(p for p in os.listdir(path) if p.endswith(".npz"))
+        if len(npz) == 1:
+            return "npz", os.path.join(path, npz[0])
+        raise CheckpointError(f"folder {path} holds neither config.json (transformers format) nor one Flax .npz")
+    if os.path.isfile(path):
+        if path.endswith(".npz"):
+            return "npz", path
+        if path.endswith(".safetensors"):
+            return "safetensors", path
+        raise CheckpointError(
+            f"{path}: unknown checkpoint format; expected a Flax .npz, a .safetensors file or a transformers folder"
+        )
+    if _looks_like_repo_id(source):
+        return _resolve_hub(source, revision, cache_dir)
+    raise CheckpointNotFoundError(
+        f"checkpoint {source!r} not found: not a local file or folder, a hub repo id (org/name), "
+        f"or a preset ({', '.join(PRESETS)})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading weights
+
+
+def read_safetensors(paths: list[str]) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    state = {}
+    for p in paths:
+        try:
+            state.update(load_file(p))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{p} is not a readable safetensors file ({err})") from err
+    return state
+
+
+def _folder_weights(folder: str) -> list[str]:
+    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(folder, s) for s in shards]
+    single = os.path.join(folder, WEIGHTS_NAME)
+    if os.path.isfile(single):
+        return [single]
+    raise CheckpointNotFoundError(f"folder {folder} has config.json but no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}")
+
+
+def _converted_cache_path(npz_path: str, cache_dir) -> Path:
+    real = os.path.realpath(npz_path)
+    stat = os.stat(real)
+    key = hashlib.sha1(f"{real}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(cache_dir) / "videoprism-converted" if cache_dir else default_cache_dir() / "converted"
+    return root / f"{Path(real).stem}-{key}.safetensors"
+
+
+def load_flax_converted(npz_path: str, cache_dir=None) -> dict[str, torch.Tensor]:
+    """A Flax `.npz` converted to a state dict; cached as safetensors so the next load skips the conversion."""
+    from safetensors.torch import save_file
+
+    cached = _converted_cache_path(npz_path, cache_dir)
+    if cached.is_file():
+        try:
+            return read_safetensors([str(cached)])
+        except CheckpointError:
+            logger.warning("ignoring unreadable conversion cache %s", cached)
+    state = flax_to_state_dict(read_npz(npz_path))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+        os.close(fd)
+        save_file(state, tmp, metadata={"format": "pt", "source": os.path.basename(npz_path)})
+        os.replace(tmp, cached)
+    except OSError as err:  # a read-only cache must not stop loading
+        logger.warning("could not cache the converted checkpoint at %s: %s", cached, err)
+    return state
+
+
+def load_checkpoint(source, revision=None, cache_dir=None) -> ResolvedCheckpoint:
+    kind, path = resolve_source(source, revision, cache_dir)
+    if kind == "folder":
+        with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
+            try:
+                config = load_config_dict(json.load(f))
+            except json.JSONDecodeError as err:
+                raise CheckpointError(f"{path}/config.json is not valid JSON ({err})") from err
+        return ResolvedCheckpoint(path, config, read_safetensors(_folder_weights(path)))
+    if kind == "safetensors":
+        sibling = os.path.join(os.path.dirname(path), CONFIG_NAME)
+        config = None
+        if os.path.isfile(sibling):
+            with open(sibling, encoding="utf-8") as f:
+                config = load_config_dict(json.load(f))
+        return ResolvedCheckpoint(path, config, read_safetensors([path]))
+    preset = find_preset(str(source)) or find_preset(path)
+    return ResolvedCheckpoint(path, preset.config() if preset else None, load_flax_converted(path, cache_dir))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fitting a state dict to a model
+
+
+def _pick_prefix(expected: set[str], state: dict[str, torch.Tensor]) -> str:
+    def coverage(prefix):
+        return sum(1 for k in expected if prefix + k in state)
+
+    return max(SUBMODEL_PREFIXES, key=coverage)
+
+
+def select_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], description: str):
+    """The part of `state` that belongs to `model` (a sub-model may come from a larger checkpoint).
+
+    Returns (state dict in the model's names, missing keys). Raises on mis-shaped tensors and on unexpected
+    tensors inside the model's own sub-modules.
+    """
+    own = model.state_dict()
+    ignored = {k.removeprefix("text_model.") for k in IGNORED_KEYS} | set(IGNORED_KEYS)
+    expected = {k for k in own if k not in ignored}
+    prefix = _pick_prefix(expected, state)
+    picked, unexpected, mismatched = {}, [], []
+    roots = {k.split(".")[0] for k in own}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :]
+        if name in ignored:
+            continue
+        if name not in expected:
+            if name.split(".")[0] in roots:
+                unexpected.append(key)
+            continue
+        if tuple(value.shape) != tuple(own[name].shape):
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[name].shape)}")
+            continue
+        picked[name] = value
+    if mismatched:
+        raise CheckpointError(f"{description}: tensors of the wrong shape for {type(model).__name__}: {mismatched[:8]}")
+    if unexpected:
+        raise CheckpointError(f"{description}: unexpected tensors for {type(model).__name__}: {sorted(unexpected)[:8]}")
+    return picked, sorted(expected - set(picked))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def _config_for(cls, config, description: str):
+    """The config `cls` needs, taken out of a full/sub config."""
+    want = cls.config_class
+    if isinstance(config, want):
+        return config
+    if isinstance(config, VideoPrismConfig):
+        return config.vision_config if want is VideoPrismVisionConfig else config.text_config
+    if config is None:
+        raise CheckpointError(
+            f"{description} carries no config; pass config= (a {want.__name__} or a preset name such as "
+            f"{next(iter(PRESETS))!r})"
+        )
+    raise CheckpointError(f"{description} holds a {type(config).__name__}, but {cls.__name__} needs a {want.__name__}")
+
+
+def _fit_widths(config, state: dict[str, torch.Tensor]):
+    """Pooler and text-MLP widths are derived in the original (4 x D): take them from the checkpoint's shapes."""
+
+    def width(suffix: str) -> int | None:
+        for prefix in SUBMODEL_PREFIXES:
+            if prefix + suffix in state:
+                return state[prefix + suffix].shape[0]
+        return None
+
+    if isinstance(config, VideoPrismConfig):
+        return VideoPrismConfig(_fit_widths(config.vision_config, state), _fit_widths(config.text_config, state))
+    if isinstance(config, VideoPrismVisionConfig):
+        pooler = width("head.q_proj.weight")
+        if pooler is not None and pooler != config.pooler_size:
+            config = config.copy(pooler_intermediate_size=pooler)
+    if isinstance(config, VideoPrismTextConfig):
+        mlp = width("layers.0.mlp.fc1.weight")
+        if mlp is not None and mlp != config.intermediate_size:
+            config = config.copy(intermediate_size=mlp)
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The mixin
+
+
+class PreTrainedMixin:
+    """`from_pretrained` / `save_pretrained` for the model classes."""
+
+    config_class: type
+    # Weights a fine-tuning user expects to start fresh; every other missing tensor is an error.
+    _fresh_keys: tuple[str, ...] = ("classifier.weight", "classifier.bias")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike,
+        *,
+        config=None,
+        revision: str | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **config_overrides,
+    ):
+        """Loads weights from a transformers-format folder or hub repo, or an original Flax `.npz`.
+
+        Args:
+            source: A preset name, a hub repo id (`google/videoprism-lvt-base-f16r288`), a local folder
+                (config.json + model.safetensors, sharded or not), a `.npz` or `.safetensors` file.
+            config: Overrides the checkpoint's config: a config object, a preset name, or a dict.
+            revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
+            dtype: Cast the weights (e.g. torch.bfloat16); softmax and L2 norms stay fp32.
+            attn_implementation: "chunked" (default, exact, bounded memory) or "eager" (reference).
+            config_overrides: Fields changed on the model's config, e.g. `num_labels=400` for a classifier.
+        """
+        checkpoint = load_checkpoint(source, revision, cache_dir)
+        if isinstance(config, str):
+            if config not in PRESETS:
+                raise ValueError(f"config={config!r} is not a preset; choose one of {', '.join(PRESETS)}")
+            config = PRESETS[config].config()
+        elif isinstance(config, dict):
+            config = load_config_dict(config) if "model_type" in config else cls.config_class.from_dict(config)
+        config = _config_for(cls, config if config is not None else checkpoint.config, checkpoint.description)
+        config = _fit_widths(config, checkpoint.state_dict)
+        if config_overrides:
+            config = config.copy(**config_overrides)
+            if (
+                hasattr(config, "_sync_labels")
+                and "num_labels" in config_overrides
+                and "id2label" not in config_overrides
+            ):
+                config.id2label = None
+                config._sync_labels()
+
+        with torch.device("meta"):
+            model = cls(config)
+        state, missing = select_state_dict(model, checkpoint.state_dict, checkpoint.description)
+        fresh = [k for k in missing if k in cls._fresh_keys]
+        missing = [k for k in missing if k not in cls._fresh_keys]
+        if missing:
+            raise CheckpointError(
+                f"{checkpoint.description} lacks weights of {cls.__name__}: {missing[:8]}"
+                f"{f' (+{len(missing) - 8} more)' if len(missing) > 8 else ''}"
+            )
+        model.to_empty(device="cpu")
+        if dtype is not None:
+            model.to(dtype)
+        model.load_state_dict(state, strict=False)
+        if fresh:
+            logger.warning("%s: %s are newly initialised; fine-tune them", cls.__name__, ", ".join(fresh))
+            model._init_fresh(fresh)
+        for module in model.modules():
+            if hasattr(module, "reset_position_buffers"):
+                module.reset_position_buffers()
+        if device is not None:
+            model.to(device)
+        model.set_attn_implementation(attn_implementation)
+        model.name_or_path = str(source)
+        return model.eval()
+
+    @torch.no_grad()
+    def _init_fresh(self, names: list[str]) -> None:
+        params = dict(self.named_parameters())
+        for name in names:
+            if name.endswith("bias"):
+                params[name].zero_()
+            else:
+                torch.nn.init.trunc_normal_(params[name], std=self.config.initializer_range)
+
+    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int = 5 * 2**30) -> None:
+        """Writes config.json + model.safetensors (sharded past `max_shard_size` bytes) in transformers' format."""
+        from safetensors.torch import save_file
+
+        vision = self.config.vision_config if isinstance(self.config, VideoPrismConfig) else self.config
+        if hasattr(self, "head") or hasattr(self, "video_model"):
+            if vision.pooler_size != vision.intermediate_size:
+                warnings.warn(
+                    f"pooler width {vision.pooler_size} differs from intermediate_size {vision.intermediate_size}: "
+                    "this package reads the folder, but transformers 5.23 cannot (it derives the pooler width "
+                    "from intermediate_size)",
+                    stacklevel=2,
+                )
+        os.makedirs(folder, exist_ok=True)
+        config = self.config.to_dict()
+        config["architectures"] = [type(self).__name__]
+        with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        shards, current, size = [], {}, 0
+        for key, value in state.items():
+            nbytes = value.numel() * value.element_size()
+            if current and size + nbytes > max_shard_size:
+                shards.append(current)
+                current, size = {}, 0
+            current[key] = value
+            size += nbytes
+        shards.append(current)
+        if len(shards) == 1:
+            save_file(shards[0], os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+            return
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, os.path.join(folder, name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(v.numel() * v.element_size() for v in state.values())
+        with open(os.path.join(folder, WEIGHTS_INDEX_NAME), "w", encoding="utf-8") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)

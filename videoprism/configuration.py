@@ -1,0 +1,313 @@
+"""Configurations of the VideoPrism models, with transformers' field names, and the presets of the four releases."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+CONFIG_NAME = "config.json"
+
+
+class _ConfigBase:
+    """JSON round trips shared by the three config classes (a `config.json` that transformers 5.23 also reads)."""
+
+    model_type: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _ConfigBase):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = copy.deepcopy(value)
+            out[f.name] = value
+        out["model_type"] = self.model_type
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Builds a config from a dict; keys this package does not use (transformers' bookkeeping) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, folder: str | os.PathLike) -> str:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        return path
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike):
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def copy(self, **changes):
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+@dataclass
+class VideoPrismVisionConfig(_ConfigBase):
+    """The video tower: factorized spatial/temporal encoder, plus the auxiliary layers and attention pooler of LvT.
+
+    Also the config of `VideoPrismForVideoClassification` (`num_labels`, `id2label`, `label2id`).
+
+    Args:
+        image_size: Side of the square frames the position embeddings were trained for.
+        num_frames: Frames the temporal position embedding was trained for.
+        tubelet_size: (time, height, width) of a patch; time must be 1.
+        num_spatial_layers: Layers of the per-frame spatial transformer.
+        num_temporal_layers: Layers of the per-patch temporal transformer.
+        num_auxiliary_layers: Layers over all T*N tokens before the pooler (LvT video tower only).
+        attn_logit_softcapping: Attention logits are capped as `c * tanh(logits / c)` in every transformer layer.
+        pooler_intermediate_size: Width of the attention pooler's q/k/v projections; `None` means 4 x hidden_size,
+            as in the original. transformers 5.23 assumes it equals `intermediate_size`.
+        apply_l2norm: Whether `VideoPrismVideoModel` L2-normalises its pooled embedding.
+    """
+
+    model_type: ClassVar[str] = "videoprism_vision_model"
+
+    image_size: int = 288
+    num_frames: int = 16
+    tubelet_size: list[int] = field(default_factory=lambda: [1, 18, 18])
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu_python"
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    num_spatial_layers: int = 12
+    num_temporal_layers: int = 4
+    num_auxiliary_layers: int = 2
+    attn_logit_softcapping: float = 50.0
+    pooler_intermediate_size: int | None = None
+    apply_l2norm: bool = True
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None
+
+    def __post_init__(self):
+        self.tubelet_size = [int(v) for v in self.tubelet_size]
+        if isinstance(self.image_size, (list, tuple)):
+            if len(set(self.image_size)) != 1:
+                raise ValueError(f"image_size must be square, got {self.image_size}")
+            self.image_size = int(self.image_size[0])
+        if len(self.tubelet_size) != 3 or self.tubelet_size[0] != 1 or self.tubelet_size[1] != self.tubelet_size[2]:
+            raise ValueError(f"tubelet_size must be [1, P, P], got {self.tubelet_size}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of the patch size ({self.patch_size})")
+        if self.pooler_size % self.num_attention_heads:
+            raise ValueError(f"pooler width {self.pooler_size} must be a multiple of {self.num_attention_heads} heads")
+        self._sync_labels()
+
+    def _sync_labels(self):
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if self.num_labels is None:
+                self.num_labels = len(self.id2label)
+        if self.num_labels is not None and self.id2label is None:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.id2label is not None:
+            if len(self.id2label) != self.num_labels:
+                raise ValueError(f"id2label has {len(self.id2label)} entries but num_labels is {self.num_labels}")
+            self.label2id = {v: k for k, v in self.id2label.items()}
+
+    @property
+    def patch_size(self) -> int:
+        return self.tubelet_size[1]
+
+    @property
+    def pooler_size(self) -> int:
+        return self.pooler_intermediate_size or 4 * self.hidden_size
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for key in ("num_labels", "id2label", "label2id", "problem_type", "pooler_intermediate_size"):
+            if out[key] is None:
+                del out[key]
+        if out.get("id2label") is not None:
+            out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
+        return out
+
+
+@dataclass
+class VideoPrismTextConfig(_ConfigBase):
+    """The text tower of the LvT models (causal transformer whose appended CLS token is the text embedding).
+
+    Args:
+        intermediate_size: Width of the ReLU MLP; `None` means 4 x hidden_size, as in the original.
+        max_position_embeddings: Longest token sequence (64 in the released models).
+    """
+
+    model_type: ClassVar[str] = "videoprism_text_model"
+
+    vocab_size: int = 32000
+    hidden_size: int = 768
+    intermediate_size: int | None = None
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 64
+    hidden_act: str = "relu"
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    attn_logit_softcapping: float = 50.0
+    apply_l2norm: bool = True
+    pad_token_id: int = 0
+    eos_token_id: int | None = None
+    bos_token_id: int | None = None
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_size % 2 or self.hidden_size < 4:
+            raise ValueError(f"text hidden_size must be even and >= 4 for the sinusoid, got {self.hidden_size}")
+
+
+@dataclass
+class VideoPrismConfig(_ConfigBase):
+    """The video-text (LvT) model: a `vision_config` and a `text_config`."""
+
+    model_type: ClassVar[str] = "videoprism"
+
+    vision_config: VideoPrismVisionConfig = field(default_factory=VideoPrismVisionConfig)
+    text_config: VideoPrismTextConfig = field(default_factory=VideoPrismTextConfig)
+
+    def __post_init__(self):
+        if isinstance(self.vision_config, dict):
+            self.vision_config = VideoPrismVisionConfig.from_dict(self.vision_config)
+        if isinstance(self.text_config, dict):
+            self.text_config = VideoPrismTextConfig.from_dict(self.text_config)
+        if self.vision_config.hidden_size != self.text_config.hidden_size:
+            raise ValueError(
+                f"vision hidden_size ({self.vision_config.hidden_size}) and text hidden_size "
+                f"({self.text_config.hidden_size}) must match: the embeddings share one space"
+            )
+
+
+def load_config_dict(data: dict[str, Any]) -> VideoPrismConfig | VideoPrismVisionConfig | VideoPrismTextConfig:
+    """The config class named by a `config.json`'s `model_type` (ours and transformers' use the same names)."""
+    model_type = data.get("model_type")
+    for cls in (VideoPrismConfig, VideoPrismVisionConfig, VideoPrismTextConfig):
+        if cls.model_type == model_type:
+            return cls.from_dict(data)
+    raise ValueError(
+        f"config.json has model_type {model_type!r}; expected one of videoprism, "
+        "videoprism_vision_model, videoprism_text_model"
+    )
+
+
+# The four released checkpoints: hub repo, Flax file, and exact hyper-parameters (spec section 1).
+_BASE = dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_spatial_layers=12)
+_LARGE = dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, num_spatial_layers=24)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    repo_id: str
+    flax_file: str
+    num_params: int
+    vision: dict[str, Any]
+    text: dict[str, Any] | None = None
+
+    @property
+    def is_lvt(self) -> bool:
+        return self.text is not None
+
+    def config(self) -> VideoPrismConfig | VideoPrismVisionConfig:
+        vision = VideoPrismVisionConfig(**self.vision)
+        if self.text is None:
+            return vision
+        return VideoPrismConfig(vision_config=vision, text_config=VideoPrismTextConfig(**self.text))
+
+
+def _text(size: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        hidden_size=size["hidden_size"],
+        num_attention_heads=size["num_attention_heads"],
+        intermediate_size=4 * size["hidden_size"],
+        num_hidden_layers=12,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "videoprism-base-f16r288",
+            "google/videoprism-base-f16r288",
+            "flax_base_f16r288_repeated.npz",
+            114_365_184,
+            dict(_BASE, num_frames=16, num_temporal_layers=4),
+        ),
+        Preset(
+            "videoprism-large-f8r288",
+            "google/videoprism-large-f8r288",
+            "flax_large_f8r288_repeated.npz",
+            353_965_056,
+            dict(_LARGE, num_frames=8, num_temporal_layers=4),
+        ),
+        Preset(
+            "videoprism-lvt-base-f16r288",
+            "google/videoprism-lvt-base-f16r288",
+            "flax_lvt_base_f16r288_repeated.npz",
+            247_623_424,
+            dict(_BASE, num_frames=16, num_temporal_layers=4, num_auxiliary_layers=2),
+            _text(_BASE),
+        ),
+        Preset(
+            "videoprism-lvt-large-f8r288",
+            "google/videoprism-lvt-large-f8r288",
+            "flax_lvt_large_f8r288_repeated.npz",
+            579_877_120,
+            dict(_LARGE, num_frames=8, num_temporal_layers=4, num_auxiliary_layers=2),
+            _text(_LARGE),
+        ),
+    )
+}
+
+
+def find_preset(name: str) -> Preset | None:
+    """The preset whose name, hub repo or Flax file name matches `name` (a path or repo id may surround it)."""
+    lowered = os.path.basename(str(name).rstrip("/")).lower()
+    for preset in PRESETS.values():
+        if lowered in (preset.name, preset.flax_file, preset.repo_id.split("/")[1]):
+            return preset
+    for preset in PRESETS.values():  # e.g. "flax_lvt_base_f16r288_repeated.npz" inside another folder name
+        key = preset.name.removeprefix("videoprism-")
+        if key.replace("-", "_") in lowered or key in lowered:
+            if preset.is_lvt or "lvt" not in lowered:
+                return preset
+    return None

@@ -1,0 +1,774 @@
+"""The VideoPrism model family: blocks first, then the five public model classes.
+
+Arithmetic follows the original JAX/Flax release (google-deepmind/videoprism); state-dict names follow
+transformers 5.23 so checkpoints move both ways.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._attention import DEFAULT_ATTN_IMPLEMENTATION, soft_capped_attention
+from ._loading import PreTrainedMixin
+from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+class ModelOutput:
+    """Dataclass outputs that also answer `output["name"]` and `to_tuple()` (the non-None fields, in order)."""
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.keys())
+
+
+@dataclass
+class VideoPrismVisionOutput(ModelOutput):
+    """`last_hidden_state` (B, T*N, D), frame-major; `spatial_features` (B, T*N, D) after the spatial LayerNorm."""
+
+    last_hidden_state: torch.Tensor
+    spatial_features: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class VideoPrismVideoOutput(ModelOutput):
+    """`pooler_output` (B, D) video embedding; `last_hidden_state` (B, T*N, D) auxiliary-encoder tokens;
+    `frame_embeds` (B, T, D) when asked for; `vision_model_output` the factorized encoder's output."""
+
+    pooler_output: torch.Tensor
+    last_hidden_state: torch.Tensor | None = None
+    frame_embeds: torch.Tensor | None = None
+    vision_model_output: VideoPrismVisionOutput | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class VideoPrismTextOutput(ModelOutput):
+    """`pooler_output` (B, D) text embedding (the appended CLS token); `last_hidden_state` (B, L + 1, D)."""
+
+    pooler_output: torch.Tensor
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class VideoPrismClipOutput(ModelOutput):
+    """`logits_per_video` (Bv, Bt) = cosine / temperature; `logits_per_text` its transpose."""
+
+    logits_per_video: torch.Tensor
+    logits_per_text: torch.Tensor
+    video_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    loss: torch.Tensor | None = None
+    video_model_output: VideoPrismVideoOutput | None = None
+    text_model_output: VideoPrismTextOutput | None = None
+
+
+@dataclass
+class VideoPrismClassifierOutput(ModelOutput):
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numerics shared by the towers
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """The original's `x / sqrt(sum(x^2) + 1e-12)`, in fp32."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.square().sum(-1, keepdim=True) + 1e-12)).to(x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _jax_linear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) weights of `jax.image.resize(method='bilinear')` along one axis, antialias=True (its default).
+
+    Triangle kernel at half-pixel centres, widened by in/out when downsampling, normalised per output sample.
+    """
+    scale = out_size / in_size
+    kernel_scale = max(1.0 / scale, 1.0)
+    sample = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
+    dist = np.abs(sample[None, :] - np.arange(in_size, dtype=np.float64)[:, None]) / kernel_scale
+    weights = np.maximum(0.0, 1.0 - dist)
+    total = weights.sum(axis=0, keepdims=True)
+    weights = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, weights / np.where(total != 0, total, 1), 0)
+    inside = (sample >= -0.5) & (sample <= in_size - 0.5)
+    return np.where(inside[None, :], weights, 0.0).T.copy()
+
+
+def resize_positions(table: torch.Tensor, grid: tuple[int, ...], new_grid: tuple[int, ...]) -> torch.Tensor:
+    """Resizes a (prod(grid), D) position table to `new_grid` exactly as the original's jax.image.resize."""
+    if tuple(grid) == tuple(new_grid):
+        return table
+    out = table.reshape(*grid, table.shape[-1]).double()
+    for axis, (old, new) in enumerate(zip(grid, new_grid, strict=True)):
+        weights = torch.from_numpy(_jax_linear_resize_matrix(old, new)).to(out.device)
+        out = torch.movedim(torch.tensordot(weights, out, dims=([1], [axis])), 0, axis)
+    return out.reshape(-1, table.shape[-1]).to(table.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _text_sinusoid_np(length: int, dim: int) -> np.ndarray:
+    half = dim // 2
+    inc = math.log(10000.0) / max(half - 1, 1)
+    inv = np.exp(np.arange(half, dtype=np.float32) * np.float32(-inc))
+    angles = np.arange(length, dtype=np.float32)[:, None] * inv[None, :]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
+
+
+def text_sinusoid(length: int, dim: int) -> torch.Tensor:
+    """The original text position table: inc = ln(1e4)/(D/2 - 1), [sin | cos] halves concatenated, fp32."""
+    return torch.from_numpy(_text_sinusoid_np(length, dim))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Blocks
+
+
+class VideoPrismLayerNorm(nn.Module):
+    """LayerNorm whose stored weight is (scale - 1): the original applies (1 + scale)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight + 1.0, self.bias, self.eps)
+
+
+class VideoPrismAttention(nn.Module):
+    """Multi-head self-attention with biases on q/k/v/out, q scaled by Dh^-0.5, and a tanh logit soft cap."""
+
+    def __init__(self, hidden_size: int, num_heads: int, softcap: float, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.softcap = softcap
+        self.attn_implementation = DEFAULT_ATTN_IMPLEMENTATION
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None = None, output_attentions: bool = False):
+        q = self._split(self.q_proj(x)) * self.head_dim**-0.5
+        k = self._split(self.k_proj(x))
+        v = self._split(self.v_proj(x))
+        out, probs = soft_capped_attention(
+            q, k, v, allowed, self.softcap, self.attn_implementation, output_attentions=output_attentions
+        )
+        return self.o_proj(out.transpose(1, 2).flatten(2)), probs
+
+
+class VideoPrismMLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        # Exact erf GELU in the video towers (tanh-GELU is off by ~1e-3), ReLU in the text tower.
+        self.act = nn.ReLU() if activation == "relu" else nn.GELU(approximate="none")
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.act(self.fc1(x))
+        if keep is not None:
+            # The original zeroes padded positions after each FFN matmul (W1 branch and W2 bias alike).
+            return self.fc2(hidden * keep) * keep
+        return self.fc2(hidden)
+
+
+class VideoPrismLayer(nn.Module):
+    """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, hidden_size, num_heads, intermediate_size, activation, softcap, eps, qkv_bias=True):
+        super().__init__()
+        self.layernorm_before = VideoPrismLayerNorm(hidden_size, eps)
+        self.attention = VideoPrismAttention(hidden_size, num_heads, softcap, qkv_bias)
+        self.layernorm_after = VideoPrismLayerNorm(hidden_size, eps)
+        self.mlp = VideoPrismMLP(hidden_size, intermediate_size, activation)
+
+    @classmethod
+    def from_config(cls, config: VideoPrismVisionConfig | VideoPrismTextConfig) -> VideoPrismLayer:
+        return cls(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            config.hidden_act,
+            config.attn_logit_softcapping,
+            config.layer_norm_eps,
+            config.qkv_bias,
+        )
+
+    def forward(self, x, allowed=None, keep=None, output_attentions=False):
+        attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
+        x = x + attn
+        x = x + self.mlp(self.layernorm_after(x), keep)
+        return x, probs
+
+
+def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
+    states = (x,) if output_hidden_states else None
+    probs_all = () if output_attentions else None
+    for layer in layers:
+        x, probs = layer(x, allowed, keep, output_attentions)
+        if output_hidden_states:
+            states += (x,)
+        if output_attentions:
+            probs_all += (probs,)
+    return x, states, probs_all
+
+
+class VideoPrismPatchEmbeddings(nn.Module):
+    """Non-overlapping P x P patches, token index row * G + col, as a Conv3d-shaped weight (D, 3, 1, P, P)."""
+
+    def __init__(self, config: VideoPrismVisionConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.projection = nn.Conv3d(
+            config.num_channels, config.hidden_size, kernel_size=config.tubelet_size, stride=config.tubelet_size
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = frames.shape
+        p = self.patch_size
+        patches = frames.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, -1, c * p * p)
+        weight = self.projection.weight.reshape(self.projection.weight.shape[0], -1)
+        return F.linear(patches, weight, self.projection.bias)
+
+
+class VideoPrismSpatialEmbeddings(nn.Module):
+    def __init__(self, config: VideoPrismVisionConfig):
+        super().__init__()
+        self.grid = config.image_size // config.patch_size
+        self.patch_embeddings = VideoPrismPatchEmbeddings(config)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid * self.grid, config.hidden_size))
+
+    def positions(self, grid: int) -> torch.Tensor:
+        return resize_positions(self.position_embeddings[0], (self.grid, self.grid), (grid, grid))
+
+
+class VideoPrismTemporalEmbeddings(nn.Module):
+    def __init__(self, config: VideoPrismVisionConfig):
+        super().__init__()
+        self.num_frames = config.num_frames
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_frames, config.hidden_size))
+
+    def positions(self, num_frames: int) -> torch.Tensor:
+        return resize_positions(self.position_embeddings[0], (self.num_frames,), (num_frames,))
+
+
+class VideoPrismAttentionPooler(nn.Module):
+    """One learned query attends over tokens: head dim 4D/heads, query scaled by
+    1.442695041 / sqrt(Dh) * softplus(per_dim_scale) (the original's PerDimScale), no soft cap, no mask."""
+
+    def __init__(self, config: VideoPrismVisionConfig):
+        super().__init__()
+        width = config.pooler_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = width // self.num_heads
+        self.attn_implementation = DEFAULT_ATTN_IMPLEMENTATION
+        self.pooling_attention_query = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.q_proj = nn.Linear(config.hidden_size, width)
+        self.k_proj = nn.Linear(config.hidden_size, width)
+        self.v_proj = nn.Linear(config.hidden_size, width)
+        self.o_proj = nn.Linear(width, config.hidden_size)
+        self.per_dim_scale = nn.Parameter(torch.zeros(self.head_dim))
+
+    def _query(self) -> torch.Tensor:
+        scale = 1.442695041 / math.sqrt(self.head_dim) * F.softplus(self.per_dim_scale)
+        return self.q_proj(self.pooling_attention_query[0, 0]).view(self.num_heads, self.head_dim) * scale
+
+    def forward(self, tokens: torch.Tensor, output_attentions: bool = False):
+        """Pools (B, S, D) tokens to (B, D)."""
+        q = self._query()
+        if self.attn_implementation == "eager" or output_attentions:
+            k = self.k_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
+            v = self.v_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
+            scores = torch.einsum("hd,bshd->bhs", q, k).float()
+            probs = torch.softmax(scores, dim=-1).to(v.dtype)
+            pooled = torch.einsum("bhs,bshd->bhd", probs, v)
+            return self.o_proj(pooled.flatten(1)), (probs if output_attentions else None)
+        # Same arithmetic with the single query folded into the key weights, so the (B, S, 4D) key and value
+        # projections are never formed: scores = x . (Wk_h^T q_h) + q_h . bk_h; values = Wv_h (sum_s p_s x_s) + bv_h.
+        w_k = self.k_proj.weight.view(self.num_heads, self.head_dim, -1)
+        key_dirs = torch.einsum("hd,hdc->hc", q, w_k)
+        scores = torch.matmul(tokens, key_dirs.T).transpose(1, 2) + (q * self.k_proj.bias.view_as(q)).sum(-1)[:, None]
+        probs = torch.softmax(scores.float(), dim=-1).to(tokens.dtype)
+        context = torch.matmul(probs, tokens)  # (B, H, D)
+        w_v = self.v_proj.weight.view(self.num_heads, self.head_dim, -1)
+        pooled = torch.einsum("bhc,hdc->bhd", context, w_v) + self.v_proj.bias.view(self.num_heads, self.head_dim)
+        return self.o_proj(pooled.flatten(1)), None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _check_video(pixel_values_videos: torch.Tensor, config: VideoPrismVisionConfig, interpolate: bool):
+    if not isinstance(pixel_values_videos, torch.Tensor):
+        raise TypeError(f"pixel_values_videos must be a torch.Tensor, got {type(pixel_values_videos).__name__}")
+    if pixel_values_videos.dim() != 5:
+        raise ValueError(
+            "pixel_values_videos must have shape (batch, frames, 3, height, width), got "
+            f"{tuple(pixel_values_videos.shape)}; use VideoPrismVideoProcessor to turn videos into this layout"
+        )
+    _, frames, channels, height, width = pixel_values_videos.shape
+    if channels != config.num_channels:
+        raise ValueError(
+            f"pixel_values_videos has {channels} channels in dim 2; expected {config.num_channels} "
+            "(layout B, T, C, H, W)"
+        )
+    if not pixel_values_videos.is_floating_point():
+        raise TypeError("pixel_values_videos must be float in [0, 1]; divide uint8 frames by 255")
+    if height != width:
+        raise ValueError(f"frames must be square, got {height}x{width}; resize them (VideoPrismVideoProcessor does)")
+    p = config.patch_size
+    if not interpolate:
+        if height != config.image_size:
+            raise ValueError(
+                f"frame size {height}x{width} differs from the model's {config.image_size}x{config.image_size}; "
+                "pass interpolate_pos_encoding=True to resize the position embeddings"
+            )
+        if frames != config.num_frames:
+            raise ValueError(
+                f"got {frames} frames but the model was trained with {config.num_frames}; "
+                "pass interpolate_pos_encoding=True to resize the temporal position embedding"
+            )
+    elif height % p:
+        raise ValueError(f"frame size {height} must be a multiple of the patch size {p}")
+
+
+def _check_frame_mask(frame_mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor | None:
+    if frame_mask is None:
+        return None
+    frame_mask = torch.as_tensor(frame_mask)
+    if tuple(frame_mask.shape) != (batch, frames):
+        raise ValueError(
+            f"frame_mask must have shape (batch, frames) = {(batch, frames)}, got {tuple(frame_mask.shape)}"
+        )
+    valid = frame_mask.bool()
+    if not valid.any(dim=1).all():
+        empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"frame_mask marks every frame of video(s) {empty} as padding; each video needs a real frame")
+    return valid
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models
+
+
+class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
+    """Shared initialisation, attention switching and loading (`from_pretrained`, `save_pretrained`)."""
+
+    config_class = VideoPrismVisionConfig
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    @property
+    def attn_implementation(self) -> str:
+        for module in self.modules():
+            if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
+                return module.attn_implementation
+        return DEFAULT_ATTN_IMPLEMENTATION
+
+    def set_attn_implementation(self, name: str | None) -> None:
+        """ "eager" (reference, materialises all scores) or "chunked" (default: exact, bounded memory)."""
+        from ._attention import ATTN_IMPLEMENTATIONS
+
+        name = name or DEFAULT_ATTN_IMPLEMENTATION
+        if name not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+        for module in self.modules():
+            if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
+                module.attn_implementation = name
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """Random initialisation (truncated normal weights, zero biases, LayerNorm scale 1)."""
+        for name, param in self.named_parameters():
+            if name.endswith("bias") or "layernorm" in name:
+                param.zero_()
+            elif name.endswith("per_dim_scale"):
+                param.zero_()
+            else:
+                nn.init.trunc_normal_(param, std=std, a=-2 * std, b=2 * std)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class VideoPrismVisionModel(VideoPrismPreTrainedModel):
+    """The factorized video encoder: a spatial ViT per frame, then a temporal transformer per patch position."""
+
+    config_class = VideoPrismVisionConfig
+
+    def __init__(self, config: VideoPrismVisionConfig):
+        super().__init__(config)
+        self.spatial_embeddings = VideoPrismSpatialEmbeddings(config)
+        self.temporal_embeddings = VideoPrismTemporalEmbeddings(config)
+        self.spatial_layers = nn.ModuleList(
+            VideoPrismLayer.from_config(config) for _ in range(config.num_spatial_layers)
+        )
+        self.temporal_layers = nn.ModuleList(
+            VideoPrismLayer.from_config(config) for _ in range(config.num_temporal_layers)
+        )
+        self.layernorm1 = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.layernorm2 = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.init_weights(config.initializer_range)
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> VideoPrismVisionOutput:
+        """Encodes `pixel_values_videos` (B, T, 3, H, W) in [0, 1].
+
+        Args:
+            frame_mask: (B, T), 1 = real frame, 0 = padded frame (the original's frame_paddings, inverted).
+            interpolate_pos_encoding: Resize the position embeddings to another frame count or square size.
+        """
+        config = self.config
+        _check_video(pixel_values_videos, config, interpolate_pos_encoding)
+        batch, frames, _, size, _ = pixel_values_videos.shape
+        valid = _check_frame_mask(frame_mask, batch, frames)
+        grid = size // config.patch_size
+        tokens = grid * grid
+        dtype = self.spatial_embeddings.position_embeddings.dtype
+
+        x = self.spatial_embeddings.patch_embeddings(pixel_values_videos.to(dtype).flatten(0, 1))
+        x = x + self.spatial_embeddings.positions(grid)
+
+        # Padded frames: every key of the frame is masked (uniform attention) and the FFN output is zeroed.
+        allowed = keep = None
+        if valid is not None:
+            allowed = valid.reshape(batch * frames, 1, 1, 1)
+            keep = valid.reshape(batch * frames, 1, 1).to(x.dtype)
+        x, spatial_states, spatial_probs = _run_layers(
+            self.spatial_layers, x, allowed, keep, output_hidden_states, output_attentions
+        )
+        spatial = self.layernorm1(x)
+
+        x = spatial.reshape(batch, frames, tokens, -1).transpose(1, 2).reshape(batch * tokens, frames, -1)
+        x = x + self.temporal_embeddings.positions(frames)
+        if valid is not None:
+            # Temporal stage: padded frames are masked as keys only, and FFN-zeroed.
+            per_patch = valid[:, None, :].expand(batch, tokens, frames).reshape(batch * tokens, frames)
+            allowed = per_patch[:, None, None, :]
+            keep = per_patch[..., None].to(x.dtype)
+        x, temporal_states, temporal_probs = _run_layers(
+            self.temporal_layers, x, allowed, keep, output_hidden_states, output_attentions
+        )
+        x = self.layernorm2(x)
+
+        def frame_major(t):  # (B*N, T, D) -> (B, T*N, D)
+            return t.reshape(batch, tokens, frames, -1).transpose(1, 2).reshape(batch, frames * tokens, -1)
+
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = tuple(s.reshape(batch, frames * tokens, -1) for s in spatial_states)
+            hidden_states += tuple(frame_major(s) for s in temporal_states)
+        return VideoPrismVisionOutput(
+            last_hidden_state=frame_major(x),
+            spatial_features=spatial.reshape(batch, frames * tokens, -1),
+            hidden_states=hidden_states,
+            attentions=(spatial_probs + temporal_probs) if output_attentions else None,
+        )
+
+
+class VideoPrismVideoModel(VideoPrismPreTrainedModel):
+    """The LvT video tower: vision encoder, auxiliary layers over all T*N tokens, attention pooler, LayerNorm."""
+
+    config_class = VideoPrismVisionConfig
+
+    def __init__(self, config: VideoPrismVisionConfig):
+        super().__init__(config)
+        self.vision_model = VideoPrismVisionModel(config)
+        self.auxiliary_layers = nn.ModuleList(
+            VideoPrismLayer.from_config(config) for _ in range(config.num_auxiliary_layers)
+        )
+        self.head = VideoPrismAttentionPooler(config)
+        self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.init_weights(config.initializer_range)
+
+    def _pool(self, tokens: torch.Tensor, output_attentions: bool = False):
+        pooled, probs = self.head(tokens, output_attentions)
+        pooled = self.head_layernorm(pooled)
+        return (l2_normalize(pooled) if self.config.apply_l2norm else pooled), probs
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_frame_embeds: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> VideoPrismVideoOutput:
+        """Embeds videos (B, T, 3, H, W) to `pooler_output` (B, D); `frame_embeds` (B, T, D) on request.
+
+        The auxiliary layers and the pooler see padded frames too, as in the original.
+        """
+        vision = self.vision_model(
+            pixel_values_videos, frame_mask, interpolate_pos_encoding, output_hidden_states, output_attentions
+        )
+        x, aux_states, aux_probs = _run_layers(
+            self.auxiliary_layers, vision.last_hidden_state, None, None, output_hidden_states, output_attentions
+        )
+        video_embeds, pool_probs = self._pool(x, output_attentions)
+        frame_embeds = None
+        if return_frame_embeds:
+            batch, frames = pixel_values_videos.shape[:2]
+            frame_embeds = self._pool(x.reshape(batch * frames, -1, x.shape[-1]))[0].reshape(batch, frames, -1)
+        return VideoPrismVideoOutput(
+            pooler_output=video_embeds,
+            last_hidden_state=x,
+            frame_embeds=frame_embeds,
+            vision_model_output=vision,
+            hidden_states=(vision.hidden_states + aux_states[1:]) if output_hidden_states else None,
+            attentions=(vision.attentions + aux_probs + (pool_probs,)) if output_attentions else None,
+        )
+
+
+class VideoPrismTextEmbeddings(nn.Module):
+    def __init__(self, config: VideoPrismTextConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.cls_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        # Kept for transformers' checkpoint format only; forward recomputes the original table.
+        table = text_sinusoid(config.max_position_embeddings, config.hidden_size)
+        self.register_buffer("position_embedding", table.clone())
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None])
+
+
+class VideoPrismTextModel(VideoPrismPreTrainedModel):
+    """The LvT text tower: causal transformer whose CLS token, appended after the padded text, is the embedding."""
+
+    config_class = VideoPrismTextConfig
+
+    def __init__(self, config: VideoPrismTextConfig):
+        super().__init__(config)
+        self.embeddings = VideoPrismTextEmbeddings(config)
+        self.layers = nn.ModuleList(VideoPrismLayer.from_config(config) for _ in range(config.num_hidden_layers))
+        self.layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.init_weights(config.initializer_range)
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        super().init_weights(std)
+        self.reset_position_buffers()
+
+    def reset_position_buffers(self) -> None:
+        """Writes the original sinusoid into the checkpoint buffer (transformers reads it from there)."""
+        emb = self.embeddings
+        emb.position_embedding.copy_(text_sinusoid(*emb.position_embedding.shape))
+        emb.position_ids.copy_(torch.arange(emb.position_ids.shape[-1])[None])
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> VideoPrismTextOutput:
+        """Embeds `input_ids` (B, L), right-padded; `attention_mask` (B, L) with 1 = real token.
+
+        Always causal, with or without a mask: the CLS token at the end sees exactly the real tokens.
+        """
+        config = self.config
+        input_ids = torch.as_tensor(input_ids)
+        if input_ids.dim() != 2 or input_ids.is_floating_point():
+            raise ValueError(
+                f"input_ids must be integer (batch, length), got {tuple(input_ids.shape)} {input_ids.dtype}"
+            )
+        batch, length = input_ids.shape
+        if length > config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {length} tokens; the model takes at most {config.max_position_embeddings} "
+                "(VideoPrismTokenizer truncates to that)"
+            )
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+            raise ValueError(
+                f"input_ids must lie in [0, {config.vocab_size}); got {int(input_ids.min())}..{int(input_ids.max())}"
+            )
+        emb = self.embeddings
+        device = emb.cls_emb.device
+        dtype = emb.cls_emb.dtype
+        scale = config.hidden_size**0.5
+        x = emb.token_embedding(input_ids.to(device)) * scale
+        x = x + text_sinusoid(length, config.hidden_size).to(device=device, dtype=dtype)
+        # One CLS token appended after the padded text, with no position embedding.
+        x = torch.cat([x, (emb.cls_emb * scale).expand(batch, 1, -1)], dim=1)
+
+        steps = torch.arange(length + 1, device=device)
+        allowed = (steps[None, :] <= steps[:, None])[None, None]  # causal
+        keep = None
+        if attention_mask is not None:
+            attention_mask = torch.as_tensor(attention_mask, device=device)
+            if tuple(attention_mask.shape) != (batch, length):
+                raise ValueError(f"attention_mask must have shape {(batch, length)}, got {tuple(attention_mask.shape)}")
+            real = torch.cat([attention_mask.bool(), torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
+            # As the original merges paddings with the causal mask: a padded query sees no key at all.
+            allowed = allowed & real[:, None, None, :] & real[:, None, :, None]
+            keep = real[..., None].to(dtype)
+        x, states, probs = _run_layers(self.layers, x, allowed, keep, output_hidden_states, output_attentions)
+        x = self.layernorm(x)
+        text_embeds = x[:, -1]
+        if config.apply_l2norm:
+            text_embeds = l2_normalize(text_embeds)
+        return VideoPrismTextOutput(
+            pooler_output=text_embeds, last_hidden_state=x, hidden_states=states, attentions=probs
+        )
+
+
+class VideoPrismClipModel(VideoPrismPreTrainedModel):
+    """Video-text (LvT) model: `video_model` + `text_model`, scored by cosine / temperature."""
+
+    config_class = VideoPrismConfig
+
+    def __init__(self, config: VideoPrismConfig):
+        super().__init__(config)
+        self.video_model = VideoPrismVideoModel(config.vision_config)
+        self.text_model = VideoPrismTextModel(config.text_config)
+
+    def get_video_features(self, pixel_values_videos, frame_mask=None, interpolate_pos_encoding=False) -> torch.Tensor:
+        """Video embeddings (B, D)."""
+        return self.video_model(pixel_values_videos, frame_mask, interpolate_pos_encoding).pooler_output
+
+    def get_text_features(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """Text embeddings (B, D)."""
+        return self.text_model(input_ids, attention_mask).pooler_output
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        temperature: float = 0.01,
+        return_loss: bool = False,
+    ) -> VideoPrismClipOutput:
+        """Scores every video against every text: `logits_per_video` (Bv, Bt) = cosine / temperature.
+
+        `loss` (return_loss=True) is the symmetric cross-entropy of matching pairs (needs Bv == Bt).
+        """
+        if not temperature or temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        video = self.video_model(pixel_values_videos, frame_mask, interpolate_pos_encoding)
+        text = self.text_model(input_ids, attention_mask)
+        similarity = video.pooler_output.float() @ text.pooler_output.float().T
+        logits_per_video = similarity / temperature
+        loss = None
+        if return_loss:
+            if logits_per_video.shape[0] != logits_per_video.shape[1]:
+                raise ValueError(
+                    f"return_loss needs one text per video (matching pairs), got {logits_per_video.shape[0]} videos "
+                    f"and {logits_per_video.shape[1]} texts"
+                )
+            target = torch.arange(logits_per_video.shape[0], device=logits_per_video.device)
+            loss = (F.cross_entropy(logits_per_video, target) + F.cross_entropy(logits_per_video.T, target)) / 2
+        return VideoPrismClipOutput(
+            logits_per_video=logits_per_video,
+            logits_per_text=logits_per_video.T,
+            video_embeds=video.pooler_output,
+            text_embeds=text.pooler_output,
+            loss=loss,
+            video_model_output=video,
+            text_model_output=text,
+        )
+
+
+class VideoPrismForVideoClassification(VideoPrismPreTrainedModel):
+    """Vision encoder, attention pooler and LayerNorm, then a linear classifier over `num_labels`."""
+
+    config_class = VideoPrismVisionConfig
+
+    def __init__(self, config: VideoPrismVisionConfig):
+        if config.num_labels is None:
+            config = config.copy(num_labels=2)
+        super().__init__(config)
+        self.vision_model = VideoPrismVisionModel(config)
+        self.head = VideoPrismAttentionPooler(config)
+        self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights(config.initializer_range)
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> VideoPrismClassifierOutput:
+        """`logits` (B, num_labels); `loss` when `labels` are given: class ids (B,) -> cross-entropy, float
+        targets (B, num_labels) -> binary cross-entropy (multi-label), num_labels == 1 -> mean squared error."""
+        vision = self.vision_model(
+            pixel_values_videos, frame_mask, interpolate_pos_encoding, output_hidden_states, output_attentions
+        )
+        pooled, _ = self.head(vision.last_hidden_state)
+        logits = self.classifier(self.head_layernorm(pooled))
+        loss = None
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=logits.device)
+            if self.config.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(-1))
+            elif labels.is_floating_point():
+                if labels.shape != logits.shape:
+                    raise ValueError(f"float labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+            else:
+                if labels.shape != logits.shape[:1]:
+                    raise ValueError(f"integer labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+                loss = F.cross_entropy(logits.float(), labels)
+        return VideoPrismClassifierOutput(
+            logits=logits, loss=loss, hidden_states=vision.hidden_states, attentions=vision.attentions
+        )
+
+
+MODEL_CLASSES = (
+    VideoPrismVisionModel,
+    VideoPrismVideoModel,
+    VideoPrismTextModel,
+    VideoPrismClipModel,
+    VideoPrismForVideoClassification,
+)
