@@ -177,7 +177,9 @@ def flax_to_state_dict(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]
                     raise CheckpointError(f"{flax_prefix + suffix}[{i}]: {err}") from None
 
     if remaining:
-        raise CheckpointError(f"Flax checkpoint has tensors this converter does not know: {sorted(remaining)[:8]}")
+        raise CheckpointError(
+            f"Flax checkpoint has tensors this converter does not know: {sorted(remaining.values())[:8]}"
+        )
     if not out:
         raise CheckpointError("Flax checkpoint holds no VideoPrism tensors")
     return out

@@ -69,14 +69,16 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, cache_dir) 
         return None  # offline and not cached: the caller decides what that means
 
 
-def _hub_files(repo_id: str, revision: str | None) -> list[str]:
-    from huggingface_hub import list_repo_files
+def _hub_npz_files(repo_id: str, revision: str | None, cache_dir) -> list[str]:
+    """Every `.npz` of a hub repo (from the cache when offline); empty when there is none or it cannot be reached."""
+    from huggingface_hub import snapshot_download
 
     try:
-        return list_repo_files(repo_id, revision=revision)
-    except Exception as err:  # offline, network or auth problems all mean "cannot list"
-        logger.debug("cannot list files of %s: %s", repo_id, err)
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=["*.npz"])
+    except Exception as err:  # offline-and-uncached, network and auth problems all mean "none here"
+        logger.debug("no .npz snapshot of %s: %s", repo_id, err)
         return []
+    return sorted(str(p) for p in Path(folder).rglob("*.npz"))
 
 
 def _resolve_hub(repo_id: str, revision: str | None, cache_dir) -> tuple[str, str]:
@@ -92,15 +94,15 @@ def _resolve_hub(repo_id: str, revision: str | None, cache_dir) -> tuple[str, st
         elif _hub_download(repo_id, WEIGHTS_NAME, revision, cache_dir) is None:
             raise CheckpointNotFoundError(f"hub repo {repo_id!r} has config.json but no {WEIGHTS_NAME}")
         return "folder", folder
-    candidates = []
     preset = find_preset(repo_id)
-    if preset is not None:
-        candidates.append(preset.flax_file)
-    candidates += [f for f in _hub_files(repo_id, revision) if f.endswith(".npz") and f not in candidates]
-    for filename in candidates:
-        path = _hub_download(repo_id, filename, revision, cache_dir)
-        if path is not None:
-            return "npz", path
+    path = _hub_download(repo_id, preset.flax_file, revision, cache_dir) if preset else None
+    if path is not None:
+        return "npz", path
+    npz = _hub_npz_files(repo_id, revision, cache_dir)
+    if len(npz) > 1:
+        raise CheckpointError(f"hub repo {repo_id!r} holds several .npz files {npz}; pass one of them as the source")
+    if npz:
+        return "npz", npz[0]
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     hint = " (HF_HUB_OFFLINE is set and nothing is cached)" if offline else ""
     raise CheckpointNotFoundError(
@@ -343,6 +345,12 @@ class PreTrainedMixin:
             config_overrides: Fields changed on the model's config, e.g. `num_labels=400` for a classifier.
         """
         checkpoint = load_checkpoint(source, revision, cache_dir)
+        return cls._from_checkpoint(checkpoint, config, dtype, device, attn_implementation, **config_overrides)
+
+    @classmethod
+    def _from_checkpoint(
+        cls, checkpoint, config=None, dtype=None, device=None, attn_implementation=None, **config_overrides
+    ):
         if isinstance(config, str):
             if config not in PRESETS:
                 raise ValueError(f"config={config!r} is not a preset; choose one of {', '.join(PRESETS)}")
@@ -384,7 +392,7 @@ class PreTrainedMixin:
         if device is not None:
             model.to(device)
         model.set_attn_implementation(attn_implementation)
-        model.name_or_path = str(source)
+        model.name_or_path = checkpoint.description
         return model.eval()
 
     @torch.no_grad()
