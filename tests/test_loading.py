@@ -176,6 +176,15 @@ def test_classifier_head_from_lvt_checkpoint_starts_fresh(caplog):
 # Hub repos, from an offline cache laid out as huggingface_hub writes it
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE at import, so set its constant too."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 def fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path], revision: str = "main") -> None:
     sha = "0123456789abcdef0123456789abcdef01234567"
     root = cache / f"models--{repo_id.replace('/', '--')}"
@@ -188,8 +197,7 @@ def fake_hub_repo(cache: Path, repo_id: str, files: dict[str, Path], revision: s
     ref.write_text(sha)
 
 
-def test_hub_repo_with_only_a_flax_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_repo_with_only_a_flax_file(tmp_path, offline):
     fake_hub_repo(tmp_path / "hub", "someone/videoprism-tiny", {"flax_tiny_repeated.npz": LVT_NPZ})
     model = videoprism.VideoPrismClipModel.from_pretrained(
         "someone/videoprism-tiny", config=lvt_config(), cache_dir=tmp_path / "hub"
@@ -202,8 +210,7 @@ def test_hub_repo_with_only_a_flax_file(tmp_path, monkeypatch):
         )
 
 
-def test_hub_repo_in_transformers_format_at_a_pr_ref(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_repo_in_transformers_format_at_a_pr_ref(tmp_path, offline):
     folder = tmp_path / "saved"
     model = videoprism.VideoPrismVideoModel(lvt_config().vision_config).eval()
     model.save_pretrained(folder)

@@ -1,4 +1,4 @@
-"""Exact soft-capped attention: the eager reference and a query-chunked path that bounds peak memory."""
+"""Exact soft-capped attention: the eager reference and a query-chunked fast path that bounds peak memory."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ def large_negative(dtype: torch.dtype = torch.float32) -> float:
     return -0.7 * torch.finfo(dtype).max
 
 
-def _attend(q, k, v, allowed, softcap, want_probs):
-    scores = torch.matmul(q, k.transpose(-1, -2))
+def _reference_attend(q, k, v, allowed, softcap, scale, want_probs):
+    """The original's order of operations: scale q, logits, cap, fp32, mask, softmax (all scores at once)."""
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))
     if softcap:
         # Soft cap before masking, as the original: cap * tanh(logits / cap).
         scores = torch.tanh(scores / softcap) * softcap
@@ -25,35 +26,48 @@ def _attend(q, k, v, allowed, softcap, want_probs):
     if allowed is not None:
         scores = scores.masked_fill(~allowed, large_negative())
     probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    out = torch.matmul(probs, v)
-    return out, (probs if want_probs else None)
+    return torch.matmul(probs, v), (probs if want_probs else None)
 
 
-def soft_capped_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    allowed: torch.Tensor | None = None,
-    softcap: float | None = None,
-    implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
-    output_attentions: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attention over (B, H, L, Dh) tensors whose query is already scaled.
+def _fast_attend(q, k, v, allowed, softcap):
+    """Same arithmetic in fewer passes: q arrives scaled by Dh**-0.5 / cap; cap and mask act in place on fp32."""
+    inplace = not torch.is_grad_enabled()
+    scores = torch.matmul(q, k.transpose(-1, -2)).float()
+    if softcap:
+        scores = scores.tanh_().mul_(softcap) if inplace else torch.tanh(scores) * softcap
+    if allowed is not None:
+        fill = scores.masked_fill_ if inplace else scores.masked_fill
+        scores = fill(~allowed, large_negative())
+    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+
+
+def reference_attention(q, k, v, allowed=None, softcap=None, scale=1.0, output_attentions=False):
+    """The original's order of operations on (B, H, L, Dh) tensors: scale q, logits, cap, fp32, mask, softmax.
 
     Args:
         allowed: Boolean mask broadcastable to (B, H, L, S); False entries get the original's large negative logit.
         softcap: Cap c of `c * tanh(logits / c)`; None or 0 disables it.
-        implementation: "eager" materialises all scores at once; "chunked" walks query blocks so that the fp32
-            scores never exceed SCORE_CHUNK_BYTES, with identical arithmetic per row.
-        output_attentions: Return the probabilities too (always computed eagerly).
     """
-    if implementation not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {implementation!r}")
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))
+    if softcap:
+        # Soft cap before masking, as the original: cap * tanh(logits / cap).
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.float()
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, large_negative())
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    return torch.matmul(probs, v), (probs if output_attentions else None)
+
+
+def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
+    """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES: query blocks, same arithmetic per row.
+
+    `q` must already be multiplied by Dh**-0.5 / softcap (by 1 / softcap's absence when there is no cap).
+    """
     batch, heads, length, _ = q.shape
-    keys = k.shape[-2]
-    row_bytes = batch * heads * keys * 4
-    if implementation == "eager" or output_attentions or row_bytes * length <= SCORE_CHUNK_BYTES:
-        return _attend(q, k, v, allowed, softcap, output_attentions)
+    row_bytes = batch * heads * k.shape[-2] * 4
+    if row_bytes * length <= SCORE_CHUNK_BYTES:
+        return _fast_attend(q, k, v, allowed, softcap)
     chunk = max(1, SCORE_CHUNK_BYTES // row_bytes)
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=v.dtype, device=v.device)
     for start in range(0, length, chunk):
@@ -61,5 +75,5 @@ def soft_capped_attention(
         mask = None
         if allowed is not None:
             mask = allowed[..., rows, :] if allowed.shape[-2] == length else allowed
-        out[..., rows, :] = _attend(q[..., rows, :], k, v, mask, softcap, False)[0]
-    return out, None
+        out[..., rows, :] = _fast_attend(q[..., rows, :], k, v, mask, softcap)
+    return out

@@ -103,8 +103,9 @@ def _resolve_hub(repo_id: str, revision: str | None, cache_dir) -> tuple[str, st
         raise CheckpointError(f"hub repo {repo_id!r} holds several .npz files {npz}; pass one of them as the source")
     if npz:
         return "npz", npz[0]
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    hint = " (HF_HUB_OFFLINE is set and nothing is cached)" if offline else ""
+    from huggingface_hub import constants
+
+    hint = " (HF_HUB_OFFLINE is set and nothing is cached)" if constants.HF_HUB_OFFLINE else ""
     raise CheckpointNotFoundError(
         f"found neither config.json + {WEIGHTS_NAME} nor a Flax .npz in hub repo {repo_id!r}"
         f"{f' at revision {revision!r}' if revision else ''}{hint}"
