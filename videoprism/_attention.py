@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+import functools
+import warnings
 
-ATTN_IMPLEMENTATIONS = ("eager", "chunked")
-DEFAULT_ATTN_IMPLEMENTATION = "chunked"
+import torch
+import torch.nn.functional as F
+
+# "auto" picks the fastest exact path for the device: "flex" on CUDA, "chunked" elsewhere.
+ATTN_IMPLEMENTATIONS = ("auto", "chunked", "flex", "eager", "sdpa")
+DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
 # Bytes of fp32 attention scores one chunk may hold (per chunk; softmax needs about twice that).
 SCORE_CHUNK_BYTES = 64 * 2**20
@@ -77,3 +82,61 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
             mask = allowed[..., rows, :] if allowed.shape[-2] == length else allowed
         out[..., rows, :] = _fast_attend(q[..., rows, :], k, v, mask, softcap)
     return out
+
+
+def resolve_implementation(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    return "flex" if device.type == "cuda" and _flex_attention_fn(compiled=False) is not None else "chunked"
+
+
+@functools.cache
+def _flex_attention_fn(compiled: bool):
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        return None
+    if not compiled:
+        return flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
+    """The exact arithmetic through torch's flex_attention, the cap and mask as a `score_mod` (compiled on CUDA).
+
+    `q` must already be multiplied by Dh**-0.5 / softcap, like `chunked_attention`.
+    """
+    fn = _flex_attention_fn(compiled=q.is_cuda)
+    if fn is None:
+        raise RuntimeError("attn_implementation='flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
+    negative = large_negative()
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        if softcap:
+            score = torch.tanh(score) * softcap
+        if allowed is not None:
+            index = [i if size > 1 else 0 for i, size in zip((b, h, q_idx, kv_idx), allowed.shape, strict=True)]
+            score = torch.where(allowed[tuple(index)], score, negative)
+        return score
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        return fn(q, k, v, score_mod=score_mod, scale=1.0)
+
+
+@functools.cache
+def _warn_sdpa_once():
+    warnings.warn(
+        "attn_implementation='sdpa' drops the attention logit soft cap (50 * tanh(x / 50)) that VideoPrism was "
+        "trained with: outputs are approximate (see docs/benchmarks.md for the measured deviation)",
+        stacklevel=4,
+    )
+
+
+def sdpa_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
+    """APPROXIMATE: torch's fused scaled_dot_product_attention without the soft cap (an explicit opt-in)."""
+    _warn_sdpa_once()
+    mask = None
+    if allowed is not None:  # a finite fill, so a fully masked row stays uniform instead of NaN
+        mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, large_negative(q.dtype))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softcap or 1.0)

@@ -15,7 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._attention import ATTN_IMPLEMENTATIONS, DEFAULT_ATTN_IMPLEMENTATION, chunked_attention, reference_attention
+from ._attention import (
+    ATTN_IMPLEMENTATIONS,
+    DEFAULT_ATTN_IMPLEMENTATION,
+    chunked_attention,
+    flex_attention,
+    reference_attention,
+    resolve_implementation,
+    sdpa_attention,
+)
+
+FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
 from ._loading import PreTrainedMixin
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
 
@@ -186,7 +196,8 @@ class VideoPrismAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None = None, output_attentions: bool = False):
         probs = None
-        if self.attn_implementation == "eager" or output_attentions:
+        implementation = resolve_implementation(self.attn_implementation, x.device)
+        if implementation == "eager" or output_attentions:
             q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
             out, probs = reference_attention(
                 q, k, v, allowed, self.softcap, self.head_dim**-0.5, output_attentions=output_attentions
@@ -195,7 +206,7 @@ class VideoPrismAttention(nn.Module):
             # (B, L, 3, H, Dh) -> (3, B, H, L, Dh) in one copy; q, k, v are then contiguous per head.
             qkv = F.linear(x, *self._scaled_qkv()).unflatten(-1, (3, self.num_heads, self.head_dim))
             q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-            out = chunked_attention(q, k, v, allowed, self.softcap)
+            out = FAST_ATTENTION[implementation](q, k, v, allowed, self.softcap)
         return self.o_proj(out.transpose(1, 2).flatten(2)), probs
 
 
@@ -391,7 +402,8 @@ def _check_frame_mask(frame_mask: torch.Tensor | None, batch: int, frames: int) 
             f"frame_mask must have shape (batch, frames) = {(batch, frames)}, got {tuple(frame_mask.shape)}"
         )
     valid = frame_mask.bool()
-    if not valid.any(dim=1).all():
+    # Value checks read tensor data, which a compiled graph cannot branch on; eager calls still get them.
+    if not torch.compiler.is_compiling() and not valid.any(dim=1).all():
         empty = (~valid.any(dim=1)).nonzero().flatten().tolist()
         raise ValueError(f"frame_mask marks every frame of video(s) {empty} as padding; each video needs a real frame")
     return valid
@@ -418,7 +430,12 @@ class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
         return DEFAULT_ATTN_IMPLEMENTATION
 
     def set_attn_implementation(self, name: str | None) -> None:
-        """ "eager" (reference, materialises all scores) or "chunked" (default: exact, bounded memory)."""
+        """Chooses the attention kernel of every layer.
+
+        "auto" (default): "flex" on CUDA, "chunked" elsewhere. "chunked": exact, query blocks bound the memory.
+        "flex": exact, torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at
+        once. "sdpa": APPROXIMATE, fused attention without the soft cap (warns once).
+        """
         name = name or DEFAULT_ATTN_IMPLEMENTATION
         if name not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
@@ -641,7 +658,8 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
                 f"input_ids has {length} tokens; the model takes at most {config.max_position_embeddings} "
                 "(VideoPrismTokenizer truncates to that)"
             )
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        checkable = input_ids.numel() and not torch.compiler.is_compiling()  # a compiled graph cannot branch on data
+        if checkable and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
             raise ValueError(
                 f"input_ids must lie in [0, {config.vocab_size}); got {int(input_ids.min())}..{int(input_ids.max())}"
             )
