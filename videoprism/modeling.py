@@ -729,7 +729,8 @@ class VideoPrismClipModel(VideoPrismPreTrainedModel):
             raise ValueError(f"temperature must be positive, got {temperature}")
         video = self.video_model(pixel_values_videos, frame_mask, interpolate_pos_encoding)
         text = self.text_model(input_ids, attention_mask)
-        similarity = video.pooler_output.float() @ text.pooler_output.float().T
+        with torch.autocast(video.pooler_output.device.type, enabled=False):  # logits amplify errors 1/temperature x
+            similarity = video.pooler_output.float() @ text.pooler_output.float().T
         logits_per_video = similarity / temperature
         loss = None
         if return_loss:
