@@ -16,15 +16,14 @@ def lvt_model():
     return videoprism.VideoPrismClipModel.from_pretrained(FIXTURES / "lvt_small_params.npz", config=config)
 
 
-def test_compile_fullgraph_with_dynamic_batch(monkeypatch):
+def test_compile_fullgraph_with_dynamic_batch():
     import torch._dynamo
 
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
     model = lvt_model()
     compiled_video = torch.compile(model.video_model, fullgraph=True, dynamic=True)
     compiled_text = torch.compile(model.text_model, fullgraph=True, dynamic=True)
-    with torch.no_grad():
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
         for batch in (2, 3, 5):  # a new batch size must not recompile (error_on_recompile)
             video = torch.rand(batch, 4, 3, 32, 32)
             torch.testing.assert_close(
