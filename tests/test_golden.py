@@ -1,6 +1,7 @@
 """The original Flax release's outputs on small random models (tests/fixtures/videoprism_flax), via the public API."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from videoprism import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "videoprism_flax"
+# benchmarks/gpu_check.sh runs these on a GPU with VIDEOPRISM_TEST_DEVICE=cuda.
+DEVICE = os.environ.get("VIDEOPRISM_TEST_DEVICE", "cpu")
 
 
 def fixture(name):
@@ -62,12 +65,18 @@ def clip_config(original: dict, normalize: bool = True) -> VideoPrismConfig:
 def video_input(io, case):
     video = torch.from_numpy(io[f"{case}/input/video"]).permute(0, 1, 4, 2, 3)  # original is channels-last
     paddings = io.get(f"{case}/input/frame_paddings")
-    frame_mask = None if paddings is None else torch.from_numpy(1 - paddings)
-    return video, frame_mask
+    frame_mask = None if paddings is None else torch.from_numpy(1 - paddings).to(DEVICE)
+    return video.to(DEVICE), frame_mask
+
+
+def text_input(io, case):
+    ids = torch.from_numpy(io[f"{case}/input/text_token_ids"]).long()
+    mask = torch.from_numpy(1 - io[f"{case}/input/text_paddings"]).long()
+    return ids.to(DEVICE), mask.to(DEVICE)
 
 
 def assert_close(actual, expected, atol):
-    actual = actual.detach().float().numpy()
+    actual = actual.detach().float().cpu().numpy()
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
 
@@ -76,7 +85,7 @@ def assert_close(actual, expected, atol):
 def test_video_encoder(attn):
     meta, io, cases, params = fixture("video_encoder_small")
     model = VideoPrismVisionModel.from_pretrained(
-        params, config=vision_config(meta["config"]), attn_implementation=attn
+        params, config=vision_config(meta["config"]), attn_implementation=attn, device=DEVICE
     )
     assert model.attn_implementation == attn
     for case in cases:
@@ -96,13 +105,12 @@ def test_video_encoder(attn):
 def test_lvt(normalize, attn):
     meta, io, cases, params = fixture("lvt_small")
     model = VideoPrismClipModel.from_pretrained(
-        params, config=clip_config(meta["config"], normalize), attn_implementation=attn
+        params, config=clip_config(meta["config"], normalize), attn_implementation=attn, device=DEVICE
     )
     suffix = "" if normalize else "_unnormalized"
     for case in cases:
         video, frame_mask = video_input(io, case)
-        ids = torch.from_numpy(io[f"{case}/input/text_token_ids"]).long()
-        mask = torch.from_numpy(1 - io[f"{case}/input/text_paddings"]).long()
+        ids, mask = text_input(io, case)
         with torch.no_grad():
             out = model(video, ids, attention_mask=mask, frame_mask=frame_mask, interpolate_pos_encoding=True)
             frames = model.video_model(video, frame_mask, interpolate_pos_encoding=True, return_frame_embeds=True)
@@ -114,7 +122,7 @@ def test_lvt(normalize, attn):
         assert_close(out.video_embeds, io[f"{case}/output/video_embeddings{suffix}"], 1e-5)
         assert_close(out.text_embeds, io[f"{case}/output/text_embeddings{suffix}"], 1e-5)
         assert_close(frames.frame_embeds, io[f"{case}/output/frame_embeddings{suffix}"], 1e-5)
-        assert_close(frames.pooler_output, out.video_embeds.numpy(), 1e-6)
+        assert_close(frames.pooler_output, out.video_embeds.cpu().numpy(), 1e-6)
         if normalize:
             assert_close(out.logits_per_video, io[f"{case}/output/similarity_logits"], 1e-4)
             probs = torch.softmax(out.logits_per_video, dim=1)
@@ -124,12 +132,11 @@ def test_lvt(normalize, attn):
 def test_lvt_submodels_load_from_the_lvt_file():
     meta, io, cases, params = fixture("lvt_small")
     config = clip_config(meta["config"])
-    video_model = VideoPrismVideoModel.from_pretrained(params, config=config)
-    vision_model = VideoPrismVisionModel.from_pretrained(params, config=config)
-    text_model = VideoPrismTextModel.from_pretrained(params, config=config)
+    video_model = VideoPrismVideoModel.from_pretrained(params, config=config, device=DEVICE)
+    vision_model = VideoPrismVisionModel.from_pretrained(params, config=config, device=DEVICE)
+    text_model = VideoPrismTextModel.from_pretrained(params, config=config, device=DEVICE)
     video, frame_mask = video_input(io, "native")
-    ids = torch.from_numpy(io["native/input/text_token_ids"]).long()
-    mask = torch.from_numpy(1 - io["native/input/text_paddings"]).long()
+    ids, mask = text_input(io, "native")
     with torch.no_grad():
         assert_close(video_model(video).pooler_output, io["native/output/video_embeddings"], 1e-5)
         assert_close(vision_model(video).last_hidden_state, io["native/output/spatiotemporal_features"], 2e-5)
@@ -139,9 +146,27 @@ def test_lvt_submodels_load_from_the_lvt_file():
 def test_sdpa_is_an_approximate_opt_in():
     """SDPA has no soft cap: it warns, and its deviation from the original is measurable (docs/benchmarks.md)."""
     meta, io, cases, params = fixture("lvt_small")
-    model = VideoPrismClipModel.from_pretrained(params, config=clip_config(meta["config"]), attn_implementation="sdpa")
+    model = VideoPrismClipModel.from_pretrained(
+        params, config=clip_config(meta["config"]), attn_implementation="sdpa", device=DEVICE
+    )
     video, frame_mask = video_input(io, "frame_paddings")
     with pytest.warns(UserWarning, match="drops the attention logit soft cap"), torch.no_grad():
         embeds = model.get_video_features(video, frame_mask, interpolate_pos_encoding=True)
-    deviation = (embeds.numpy() - io["frame_paddings/output/video_embeddings"]).__abs__().max()
+    deviation = (embeds.cpu().numpy() - io["frame_paddings/output/video_embeddings"]).__abs__().max()
     assert 1e-4 < deviation < 0.5 and torch.isfinite(embeds).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_lvt_low_precision(dtype):
+    """bf16/fp16 weights and activations: embeddings stay within cosine 0.999 of the original's fp32 outputs."""
+    meta, io, cases, params = fixture("lvt_small")
+    model = VideoPrismClipModel.from_pretrained(params, config=clip_config(meta["config"]), dtype=dtype, device=DEVICE)
+    for case in cases:
+        video, frame_mask = video_input(io, case)
+        ids, mask = text_input(io, case)
+        with torch.no_grad():
+            out = model(video.to(dtype), ids, attention_mask=mask, frame_mask=frame_mask, interpolate_pos_encoding=True)
+        for name, actual in (("video", out.video_embeds), ("text", out.text_embeds)):
+            expected = torch.from_numpy(io[f"{case}/output/{name}_embeddings"])
+            cosine = torch.nn.functional.cosine_similarity(actual.float().cpu(), expected, dim=-1)
+            assert cosine.min() > 0.999, (case, name, cosine)

@@ -1,0 +1,302 @@
+"""Our models against transformers 5.23 eager, in one run, on the same random weights and inputs.
+
+    python benchmarks/bench_models.py                 # full table (several minutes on 2 cores)
+    python benchmarks/bench_models.py --rounds 1      # quicker, noisier
+    python benchmarks/bench_models.py --long          # LvT at 16/32/64 frames: time and peak RSS (ours only)
+    python benchmarks/bench_models.py --compile       # adds torch.compile'd ours (compile time excluded)
+    python benchmarks/bench_models.py --device cuda --batches 1 8 32 --rounds 1 --iters 3   # on a GPU
+
+Each measurement runs in its own subprocess (so peak RSS is that variant's alone); variants alternate round by
+round and the table reports medians. GFLOP/s counts the standard model FLOPs (both implementations get the same
+count) and is compared with this machine's matmul throughput at the model's GEMM shapes, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PROMPTS = 5
+TEXT_LEN = 16
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared set-up
+
+
+def perturbed_models(folder: Path) -> None:
+    """Random weights for the base vision model and the LvT-B clip model, every tensor moved off its init."""
+    import videoprism
+
+    gen = torch.Generator().manual_seed(0)
+    for name, preset in (("vision", "videoprism-base-f16r288"), ("clip", "videoprism-lvt-base-f16r288")):
+        config = videoprism.PRESETS[preset].config()
+        cls = videoprism.VideoPrismClipModel if name == "clip" else videoprism.VideoPrismVisionModel
+        model = cls(config)
+        with torch.no_grad():
+            for param_name, param in model.named_parameters():
+                scale = 0.3 if "layernorm" in param_name else 0.02
+                param.add_(torch.randn(param.shape, generator=gen) * scale)
+        model.save_pretrained(folder / name)
+
+
+def inputs(kind: str, batch: int, frames: int, device: str):
+    gen = torch.Generator().manual_seed(1)
+    video = torch.rand(batch, frames, 3, 288, 288, generator=gen).to(device)
+    if kind == "vision":
+        return video, None, None
+    ids = torch.randint(3, 32000, (PROMPTS, TEXT_LEN), generator=gen)
+    lengths = torch.tensor([5, 7, 9, 11, 16])
+    mask = (torch.arange(TEXT_LEN)[None] < lengths[:, None]).long()
+    ids = ids * mask
+    return video, ids.to(device), mask.to(device)
+
+
+def model_flops(kind: str, batch: int, frames: int) -> float:
+    """Standard forward FLOPs (2 per multiply-add) of the model at this input."""
+    d, m, heads, n = 768, 3072, 12, 256
+
+    def layers(count, sequences, length):
+        per_layer = 2 * sequences * length * (4 * d * d + 2 * d * m) + 4 * sequences * length * length * d
+        return count * per_layer
+
+    flops = 2 * batch * frames * n * (3 * 18 * 18) * d
+    flops += layers(12, batch * frames, n) + layers(4, batch * n, frames)
+    if kind == "clip":
+        tokens = frames * n
+        flops += layers(2, batch, tokens)
+        flops += 2 * batch * tokens * d * 4 * d * 2 + 2 * batch * 4 * d * d  # pooler k, v, out
+        flops += layers(12, PROMPTS, TEXT_LEN + 1)
+    del heads
+    return float(flops)
+
+
+def matmul_throughput(dtype: torch.dtype, device: str) -> float:
+    """GFLOP/s of F.linear at the model's GEMM shapes, FLOP-weighted as in a base layer."""
+    shapes = [(4096, 768, 768, 4), (4096, 768, 3072, 1), (4096, 3072, 768, 1)]  # (rows, in, out, count per layer)
+    total_flops = total_time = 0.0
+    for rows, k, out, count in shapes:
+        x = torch.randn(rows, k, dtype=dtype, device=device)
+        w = torch.randn(out, k, dtype=dtype, device=device) * 0.02
+        b = torch.randn(out, dtype=dtype, device=device)
+        times = []
+        for _ in range(7):
+            _sync(device)
+            start = time.perf_counter()
+            F.linear(x, w, b)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        total_time += statistics.median(times[1:]) * count
+        total_flops += 2 * rows * k * out * count
+    return total_flops / total_time / 1e9
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One measurement (subprocess)
+
+
+def load(impl: str, kind: str, folder: Path, dtype: torch.dtype, device: str, attn: str | None):
+    if impl == "transformers":
+        import transformers
+
+        cls = transformers.VideoPrismClipModel if kind == "clip" else transformers.VideoPrismVisionModel
+        return cls.from_pretrained(folder / kind, dtype=dtype).to(device).eval()
+    import videoprism
+
+    cls = videoprism.VideoPrismClipModel if kind == "clip" else videoprism.VideoPrismVisionModel
+    return cls.from_pretrained(folder / kind, dtype=dtype, device=device, attn_implementation=attn)
+
+
+def run_once(impl, kind, model, video, ids, mask, interpolate):
+    if impl == "transformers":
+        if kind == "clip":
+            out = model(pixel_values_videos=video, input_ids=ids, attention_mask=mask)
+            return {"video": out.video_embeds.reshape(video.shape[0], -1), "text": out.text_embeds}
+        return {"tokens": model(pixel_values_videos=video).last_hidden_state}
+    if kind == "clip":
+        out = model(video, ids, attention_mask=mask, interpolate_pos_encoding=interpolate)
+        return {"video": out.video_embeds, "text": out.text_embeds}
+    return {"tokens": model(video, interpolate_pos_encoding=interpolate).last_hidden_state}
+
+
+def worker(args) -> None:
+    torch.manual_seed(0)
+    model = load(args.impl, args.kind, Path(args.folder), DTYPES[args.dtype], args.device, args.attn)
+    if args.compile:
+        model = torch.compile(model, dynamic=True)
+    video, ids, mask = inputs(args.kind, args.batch, args.frames, args.device)
+    video = video.to(DTYPES[args.dtype])
+    interpolate = args.frames != 16
+    times = []
+    with torch.no_grad():
+        for i in range(args.iters + 1):  # the first call warms up (and compiles)
+            _sync(args.device)
+            start = time.perf_counter()
+            out = run_once(args.impl, args.kind, model, video, ids, mask, interpolate)
+            _sync(args.device)
+            if i:
+                times.append(time.perf_counter() - start)
+    if args.save:
+        np.savez(args.save, **{k: v.float().cpu().numpy() for k, v in out.items()})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
+    print(json.dumps({"times": times, "peak_rss_mb": peak, "peak_gpu_mb": gpu_peak}))
+
+
+def measure(variant: dict, folder: Path, device: str, iters: int, save: Path | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--folder", str(folder), "--device", device, "--iters", str(iters)]
+    for key in ("impl", "kind", "dtype", "batch", "frames", "attn"):
+        if variant.get(key) is not None:
+            cmd += [f"--{key}", str(variant[key])]
+    if variant.get("compile"):
+        cmd.append("--compile")
+    if save is not None:
+        cmd += ["--save", str(save)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Orchestration
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(-1, a.shape[-1])
+    b = b.reshape(-1, b.shape[-1])
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(cos.min())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--folder")
+    parser.add_argument("--impl", default="ours")
+    parser.add_argument("--kind", default="vision")
+    parser.add_argument("--dtype", default="fp32")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--attn")
+    parser.add_argument("--iters", type=int, default=1)
+    parser.add_argument("--save")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--long", action="store_true", help="LvT at 16/32/64 frames (ours only)")
+    parser.add_argument("--skip-transformers-bf16", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    folder = Path(tempfile.mkdtemp(prefix="videoprism-bench-"))
+    perturbed_models(folder)
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+    )
+
+    if args.long:
+        print("\n| frames | tokens | seconds | peak RSS (MB) | embedding norm |\n|---|---|---|---|---|")
+        for frames in (16, 32, 64):
+            variant = dict(impl="ours", kind="clip", dtype="fp32", batch=1, frames=frames)
+            result = measure(variant, folder, args.device, 1, folder / f"long{frames}.npz")
+            norm = float(np.linalg.norm(np.load(folder / f"long{frames}.npz")["video"]))
+            secs = statistics.median(result["times"])
+            print(f"| {frames} | {frames * 256} | {secs:.2f} | {result['peak_rss_mb']:.0f} | {norm:.6f} |")
+        return
+
+    throughput = {name: matmul_throughput(dtype, args.device) for name, dtype in DTYPES.items() if name != "fp16"}
+    print(
+        f"matmul at the model's GEMM shapes: fp32 {throughput['fp32']:.0f} GFLOP/s, "
+        f"bf16 {throughput['bf16']:.0f} GFLOP/s"
+    )
+
+    groups = []
+    for batch in args.batches:
+        groups.append(("vision", batch))
+    groups.append(("clip", 1))
+    variants = []
+    for kind, batch in groups:
+        base = dict(kind=kind, batch=batch, frames=16)
+        variants.append(dict(base, impl="transformers", dtype="fp32", ref=True))
+        variants.append(dict(base, impl="ours", dtype="fp32"))
+        variants.append(dict(base, impl="ours", dtype="fp32", attn="eager"))
+        variants.append(dict(base, impl="ours", dtype="bf16"))
+        if not args.skip_transformers_bf16:
+            variants.append(dict(base, impl="transformers", dtype="bf16"))
+        if args.compile:
+            variants.append(dict(base, impl="ours", dtype="fp32", compile=True))
+            variants.append(dict(base, impl="ours", dtype="bf16", compile=True))
+
+    results = {i: {"times": [], "rss": []} for i in range(len(variants))}
+    for round_index in range(args.rounds):
+        for i, variant in enumerate(variants):
+            save = folder / f"out{i}.npz" if round_index == 0 else None
+            result = measure(variant, folder, args.device, args.iters, save)
+            results[i]["times"] += result["times"]
+            results[i]["rss"].append(result["peak_gpu_mb"] or result["peak_rss_mb"])
+            print(f"round {round_index + 1} {variant}: {result['times'][0]:.2f} s", file=sys.stderr)
+
+    mem = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
+    print(
+        f"\n| model | batch | implementation | dtype | seconds | x transformers fp32 | GFLOP/s | of matmul peak "
+        f"| {mem} | RSS vs transformers | max diff vs transformers fp32 | min cosine vs ours fp32 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind, batch in groups:
+        members = [i for i, v in enumerate(variants) if v["kind"] == kind and v["batch"] == batch]
+        ref = next(i for i in members if variants[i].get("ref"))
+        ours_fp32 = next(
+            i
+            for i in members
+            if variants[i]["impl"] == "ours"
+            and variants[i]["dtype"] == "fp32"
+            and not variants[i].get("attn")
+            and not variants[i].get("compile")
+        )
+        ref_time = statistics.median(results[ref]["times"])
+        ref_rss = statistics.median(results[ref]["rss"])
+        ref_out = dict(np.load(folder / f"out{ref}.npz"))
+        ours_out = dict(np.load(folder / f"out{ours_fp32}.npz"))
+        flops = model_flops(kind, batch, 16)
+        for i in members:
+            v = variants[i]
+            secs = statistics.median(results[i]["times"])
+            rss = statistics.median(results[i]["rss"])
+            out = dict(np.load(folder / f"out{i}.npz"))
+            diff = max(float(np.abs(out[k] - ref_out[k]).max()) for k in out)
+            cosine = min(cosine_min(out[k], ours_out[k]) for k in out)
+            name = v["impl"] + (f" ({v['attn']})" if v.get("attn") else "") + (" compiled" if v.get("compile") else "")
+            label = "LvT-B clip (1 video, 5 prompts)" if kind == "clip" else "base vision"
+            gflops = flops / secs / 1e9
+            peak = throughput["bf16" if v["dtype"] == "bf16" else "fp32"]
+            print(
+                f"| {label} | {batch} | {name} | {v['dtype']} | {secs:.2f} | {ref_time / secs:.2f} | {gflops:.0f} "
+                f"| {gflops / peak:.0%} | {rss:.0f} | {rss / ref_rss:.2f} | {diff:.2e} | {cosine:.6f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
