@@ -105,6 +105,15 @@ def matmul_throughput(dtype: torch.dtype, device: str) -> float:
     return total_flops / total_time / 1e9
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -157,7 +166,7 @@ def worker(args) -> None:
                 times.append(time.perf_counter() - start)
     if args.save:
         np.savez(args.save, **{k: v.float().cpu().numpy() for k, v in out.items()})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
     print(json.dumps({"times": times, "peak_rss_mb": peak, "peak_gpu_mb": gpu_peak}))
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 SCRIPT = r"""
-import json, os, resource, sys
+import json, os, sys
 import torch
 import videoprism
 
@@ -25,7 +25,8 @@ def rss_mb():
 before = rss_mb()
 with torch.no_grad():
     embeds = model.get_video_features(video)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with open("/proc/self/status") as f:  # VmHWM is this process's own peak (ru_maxrss survives exec)
+    peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 print(json.dumps({"extra_mb": peak - before, "norm": float(embeds.norm())}))
 """
 
