@@ -310,6 +310,19 @@ def _fit_widths(config, state: dict[str, torch.Tensor]):
     return config
 
 
+def _materialize_meta(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
+    """Real (uninitialised) storage for what the checkpoint did not provide: fresh heads and recomputed buffers."""
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.is_meta:
+                data = torch.empty(param.shape, dtype=dtype if dtype and param.is_floating_point() else param.dtype)
+                module._parameters[name] = torch.nn.Parameter(data, requires_grad=param.requires_grad)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_meta:
+                floating = dtype and buffer.is_floating_point()
+                module._buffers[name] = torch.empty(buffer.shape, dtype=dtype if floating else buffer.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The mixin
 
@@ -380,10 +393,13 @@ class PreTrainedMixin:
                 f"{checkpoint.description} lacks weights of {cls.__name__}: {missing[:8]}"
                 f"{f' (+{len(missing) - 8} more)' if len(missing) > 8 else ''}"
             )
-        model.to_empty(device="cpu")
         if dtype is not None:
-            model.to(dtype)
-        model.load_state_dict(state, strict=False)
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        # The checkpoint's tensors become the parameters (no second copy of the weights in memory).
+        model.load_state_dict(state, strict=False, assign=True)
+        del state
+        checkpoint.state_dict = {}  # drop the last reference to tensors the model did not take
+        _materialize_meta(model, dtype)
         if fresh:
             logger.warning("%s: %s are newly initialised; fine-tune them", cls.__name__, ", ".join(fresh))
             model._init_fresh(fresh)
