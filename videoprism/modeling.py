@@ -25,9 +25,10 @@ from ._attention import (
     sdpa_attention,
 )
 
-FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
 from ._loading import PreTrainedMixin
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
+
+FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -138,18 +139,13 @@ def resize_positions(table: torch.Tensor, grid: tuple[int, ...], new_grid: tuple
     return out.reshape(-1, table.shape[-1]).to(table.dtype)
 
 
-@functools.lru_cache(maxsize=16)
-def _text_sinusoid_np(length: int, dim: int) -> np.ndarray:
+def text_sinusoid(length: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The original text position table: inc = ln(1e4)/(D/2 - 1), [sin | cos] halves concatenated, fp32."""
     half = dim // 2
     inc = math.log(10000.0) / max(half - 1, 1)
-    inv = np.exp(np.arange(half, dtype=np.float32) * np.float32(-inc))
-    angles = np.arange(length, dtype=np.float32)[:, None] * inv[None, :]
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
-
-
-def text_sinusoid(length: int, dim: int) -> torch.Tensor:
-    """The original text position table: inc = ln(1e4)/(D/2 - 1), [sin | cos] halves concatenated, fp32."""
-    return torch.from_numpy(_text_sinusoid_np(length, dim))
+    inv = torch.exp(torch.arange(half, dtype=torch.float32, device=device) * -inc)
+    angles = torch.arange(length, dtype=torch.float32, device=device)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -668,7 +664,7 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
         dtype = emb.cls_emb.dtype
         scale = config.hidden_size**0.5
         x = emb.token_embedding(input_ids.to(device)) * scale
-        x = x + text_sinusoid(length, config.hidden_size).to(device=device, dtype=dtype)
+        x = x + text_sinusoid(length, config.hidden_size, device).to(dtype)
         # One CLS token appended after the padded text, with no position embedding.
         x = torch.cat([x, (emb.cls_emb * scale).expand(batch, 1, -1)], dim=1)
 
