@@ -138,5 +138,6 @@ def sdpa_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     _warn_sdpa_once()
     mask = None
     if allowed is not None:  # a finite fill, so a fully masked row stays uniform instead of NaN
-        mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, large_negative(q.dtype))
+        mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        mask.masked_fill_(~allowed, large_negative(q.dtype))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softcap or 1.0)

@@ -24,7 +24,6 @@ from ._attention import (
     resolve_implementation,
     sdpa_attention,
 )
-
 from ._loading import PreTrainedMixin
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
 
