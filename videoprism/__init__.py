@@ -17,6 +17,24 @@ from .zero_shot import build_zero_shot_classifier, classify
 
 __version__ = "0.1.0"
 
+# The collection tools load pyarrow and multiprocessing machinery: import them on first use.
+_LAZY = {
+    "EmbedSummary": "embedding",
+    "embed_videos": "embedding",
+    "open_store": "store",
+    "search_text": "search",
+    "search_video": "search",
+    "classify_video_files": "search",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'videoprism' has no attribute {name!r}")
+
 __all__ = [
     "PRESETS",
     "DecodedVideo",
@@ -35,6 +53,12 @@ __all__ = [
     "VideoPrismVisionModel",
     "build_zero_shot_classifier",
     "classify",
+    "classify_video_files",
+    "embed_videos",
+    "EmbedSummary",
+    "open_store",
+    "search_text",
+    "search_video",
     "load_model",
     "read_video",
 ]
