@@ -442,12 +442,14 @@ class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
     def init_weights(self, std: float = 0.02) -> None:
         """Random initialisation (truncated normal weights, zero biases, LayerNorm scale 1)."""
         for name, param in self.named_parameters():
+            if param.is_meta:  # built only to receive a checkpoint's tensors
+                continue
             if name.endswith("bias") or "layernorm" in name:
                 param.zero_()
             elif name.endswith("per_dim_scale"):
                 param.zero_()
             else:
-                nn.init.trunc_normal_(param, std=std, a=-2 * std, b=2 * std)
+                param.normal_(0.0, std).clamp_(-2 * std, 2 * std)
 
     @property
     def device(self) -> torch.device:
@@ -599,12 +601,14 @@ class VideoPrismVideoModel(VideoPrismPreTrainedModel):
 class VideoPrismTextEmbeddings(nn.Module):
     def __init__(self, config: VideoPrismTextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        # `_weight` skips nn.Embedding's own init (init_weights sets it; on meta it would import torch._dynamo).
+        weight = torch.empty(config.vocab_size, config.hidden_size)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
         self.cls_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        # Kept for transformers' checkpoint format only; forward recomputes the original table.
-        table = text_sinusoid(config.max_position_embeddings, config.hidden_size)
-        self.register_buffer("position_embedding", table.clone())
-        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None])
+        # Kept for transformers' checkpoint format only (filled by reset_position_buffers); forward recomputes
+        # the original table.
+        self.register_buffer("position_embedding", torch.empty(config.max_position_embeddings, config.hidden_size))
+        self.register_buffer("position_ids", torch.empty(1, config.max_position_embeddings, dtype=torch.long))
 
 
 class VideoPrismTextModel(VideoPrismPreTrainedModel):
@@ -622,7 +626,8 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
     @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> None:
         super().init_weights(std)
-        self.reset_position_buffers()
+        if not self.embeddings.position_ids.is_meta:
+            self.reset_position_buffers()
 
     def reset_position_buffers(self) -> None:
         """Writes the original sinusoid into the checkpoint buffer (transformers reads it from there)."""
