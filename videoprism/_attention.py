@@ -21,19 +21,6 @@ def large_negative(dtype: torch.dtype = torch.float32) -> float:
     return -0.7 * torch.finfo(dtype).max
 
 
-def _reference_attend(q, k, v, allowed, softcap, scale, want_probs):
-    """The original's order of operations: scale q, logits, cap, fp32, mask, softmax (all scores at once)."""
-    scores = torch.matmul(q * scale, k.transpose(-1, -2))
-    if softcap:
-        # Soft cap before masking, as the original: cap * tanh(logits / cap).
-        scores = torch.tanh(scores / softcap) * softcap
-    scores = scores.float()
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, large_negative())
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return torch.matmul(probs, v), (probs if want_probs else None)
-
-
 def _fast_attend(q, k, v, allowed, softcap):
     """Same arithmetic in fewer passes: q arrives scaled by Dh**-0.5 / cap; cap and mask act in place on fp32."""
     inplace = not torch.is_grad_enabled()
@@ -67,7 +54,7 @@ def reference_attention(q, k, v, allowed=None, softcap=None, scale=1.0, output_a
 def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES: query blocks, same arithmetic per row.
 
-    `q` must already be multiplied by Dh**-0.5 / softcap (by 1 / softcap's absence when there is no cap).
+    `q` must already be multiplied by Dh**-0.5 / softcap (just Dh**-0.5 when there is no cap).
     """
     batch, heads, length, _ = q.shape
     row_bytes = batch * heads * k.shape[-2] * 4
