@@ -69,7 +69,7 @@ needs nothing but pyarrow and numpy::
 Reading with this module (``open_store``) applies the rules on any store, compacted or not. ``StoreReader.embeddings``
 is an ``np.memmap`` when the live rows are one contiguous run of one shard (always the case after ``compact()``), and
 otherwise a lazily concatenated read-only view (``ConcatenatedRows``) over the shards that opens at most a few memory
-maps at a time; ``np.asarray(view)`` materialises it. Nothing is written when reading.
+maps at a time; ``np.asarray(view)`` materialises it. Reading writes nothing (``backend="lance"`` excepted).
 
 Search is exact cosine similarity: queries are L2-normalised, stored rows are already unit norm, and the fp16 matrix
 is streamed in blocks (8192 rows) that are converted to float32 into a reused buffer and multiplied with all queries
@@ -77,9 +77,8 @@ at once, keeping a running top-k per query with ``np.argpartition``. The convers
 ``torch`` kernel (used when PyTorch is importable) converts with vectorised F16C code and several threads, the
 ``numpy`` kernel splits it over a thread pool (numpy's fp16 cast is scalar code, about 3x slower than torch's).
 Blocks are large so that a search synchronises its threads rarely: many small parallel steps stall badly whenever
-another process competes for the cores.
-``backend="lance"`` instead searches a LanceDB table built from the store (IVF-PQ
-approximate search on large stores; needs ``pip install videoprism[lance]``).
+another process competes for the cores. ``backend="lance"`` instead searches a LanceDB table built from the store
+(IVF-PQ approximate search on large stores; needs ``pip install videoprism[lance]``).
 """
 
 from __future__ import annotations
@@ -1060,9 +1059,11 @@ class StoreReader:
             ValueError: Malformed, NaN or zero queries, or bad ``k`` / ``kind`` / ``backend``.
             EmptyStoreError: The store has no embeddings.
         """
+        scores: Sequence[np.ndarray]
+        rows: Sequence[np.ndarray]
         if backend == "exact":
-            scores, rows = self.topk(queries, k, kind, block_rows=block_rows, kernel=kernel)
-            scores, rows = np.atleast_2d(scores), np.atleast_2d(rows)
+            top_scores, top_rows = self.topk(queries, k, kind, block_rows=block_rows, kernel=kernel)
+            scores, rows = np.atleast_2d(top_scores), np.atleast_2d(top_rows)
             single = np.ndim(queries) == 1
         elif backend == "lance":
             self._check_searchable(k)
@@ -1114,7 +1115,8 @@ class StoreReader:
         name = self._lance_name()
         with _flock(self._lance_dir / LOCK_NAME, blocking=True):
             db = lancedb.connect(str(self._lance_dir))
-            existing = list(db.list_tables().tables)
+            listing = db.list_tables()
+            existing = list(getattr(listing, "tables", listing))  # a response object in newer lancedb, else a list
             if name in existing and not rebuild:
                 table = db.open_table(name)
             else:
@@ -1154,7 +1156,7 @@ class StoreReader:
 
     def _lance_topk(
         self, q: np.ndarray, k: int, kind: str | Sequence[str] | None, nprobes: int, refine_factor: int | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         table = self.lance_table()
         where = None
         if kind is not None:
@@ -1168,10 +1170,9 @@ class StoreReader:
             if where:
                 query = query.where(where, prefilter=True)
             res = query.select(["id", "_distance"]).to_arrow()
-            all_rows.append(np.searchsorted(self.ids, res["id"].to_numpy()))
+            all_rows.append(np.searchsorted(self.ids, res["id"].to_numpy()).astype(np.int64))
             all_scores.append(1.0 - res["_distance"].to_numpy().astype(np.float32))
-        width = min(len(r) for r in all_rows)
-        return np.stack([s[:width] for s in all_scores]), np.stack([r[:width] for r in all_rows]).astype(np.int64)
+        return all_scores, all_rows  # per query: approximate search may find fewer than k for some
 
 
 # --------------------------------------------------------------------------------------------------------------------
