@@ -114,22 +114,35 @@ def _cmd_embed(args) -> int:
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    options = dict(
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        num_frames=args.num_frames,
+        window=args.window,
+        stride=args.stride,
+        frames=args.frames,
+        retry_failed=args.retry_failed,
+        progress=False if args.quiet else "auto",
+    )
     try:
-        summary = embed_videos(
-            args.inputs,
-            args.out,
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            num_frames=args.num_frames,
-            window=args.window,
-            stride=args.stride,
-            frames=args.frames,
-            retry_failed=args.retry_failed,
-            progress=False if args.quiet else "auto",
-        )
+        if args.engine == "ray":
+            from .ray_engine import RayNotInstalledError, embed_videos_ray
+
+            try:
+                summary = embed_videos_ray(
+                    args.inputs,
+                    args.out,
+                    args.model,
+                    address=args.address,
+                    num_gpus_per_worker=args.num_gpus_per_worker,
+                    concurrency=args.concurrency,
+                    **options,
+                )
+            except RayNotInstalledError as err:
+                raise UsageError(str(err)) from err
+        else:
+            summary = embed_videos(args.inputs, args.out, args.model, workers=args.workers, **options)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -316,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--frames", action="store_true", help="also store per-frame embeddings")
     embed.add_argument("--retry-failed", action="store_true", help="try again videos recorded as failed")
     embed.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary")
+    embed.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="where to run (see docs/scale-out.md)"
+    )
+    embed.add_argument("--address", help="Ray cluster: auto, ray://HOST:PORT; default: a local Ray instance")
+    embed.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray inference actor")
+    embed.add_argument("--concurrency", type=int, help="Ray inference actors (default: as many as fit)")
     embed.set_defaults(run=lambda args: _run_tool(args, _cmd_embed))
 
     search = commands.add_parser(
