@@ -241,14 +241,16 @@ def test_a_decoder_crash_fails_only_its_video(assets):
         server.close()
 
 
-def test_cli_engine_ray_writes_the_same_store(assets, clip_runs):
+def test_cli_engine_ray_writes_the_same_store(assets):
     """`videoprism embed --engine ray` (its own local Ray instance) gives the store the local engine gives."""
     import subprocess
     import sys
 
+    local = assets.root / "cli-local"
+    embed_videos(assets.videos, local, assets.model, batch_size=2, workers=0, progress=False)
     out = assets.root / "cli-ray"
     cmd = [sys.executable, "-m", "videoprism.cli", "embed", str(assets.videos), "--out", str(out)]
     cmd += ["--model", str(assets.model), "--engine", "ray", "--concurrency", "1", "--batch-size", "2", "--quiet"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr  # the corrupt file fails; the rest is embedded
-    assert_same_stores(assets.root / "local", out)
+    assert_same_stores(local, out)
