@@ -789,6 +789,25 @@ class _VideoState:
     duration: float | None = None
     num_frames_total: int | None = None
 
+    def add_clip(self, meta: dict[str, Any], embedding: np.ndarray, windowed: bool) -> bool:
+        """Counts one embedded clip (summing window embeddings); True once the video's last clip is in."""
+        self.embedded += 1
+        if windowed:
+            self.total = embedding.astype(np.float64) if self.total is None else self.total + embedding
+            self.indices.update(meta["frame_indices"])
+        return self.embedded == self.expected
+
+    def pooled_row(self) -> tuple[dict[str, Any], np.ndarray]:
+        """The video-level row of a windowed video: metadata and the mean of its window embeddings."""
+        meta = {
+            "kind": "video",
+            "frame_indices": sorted(self.indices),
+            "duration": self.duration,
+            "num_frames_total": self.num_frames_total,
+            "video_rows": self.expected + 1,
+        }
+        return meta, self.total / self.expected
+
 
 def _check_settings(store: str | os.PathLike[str], num_frames: int, window: float | None, stride: float | None):
     """Refuses to add clips made with other settings to a store: resuming would silently mix them."""
@@ -974,20 +993,12 @@ def _run(
             records = [record(idx, meta) for idx, meta, _ in pending]
             pooled_records, pooled = [], []
             for (idx, meta, _), emb in zip(pending, embeds, strict=True):
-                state = states[idx]
-                state.embedded += 1
-                if windowed:
-                    state.total = emb.astype(np.float64) if state.total is None else state.total + emb
-                    state.indices.update(meta["frame_indices"])
-                if state.embedded == state.expected:
+                if states[idx].add_clip(meta, emb, windowed):
                     summary.embedded += 1
                     if windowed:
-                        pooled_records.append(
-                            record(idx, {"kind": "video", "frame_indices": sorted(state.indices),
-                                         "duration": state.duration, "num_frames_total": state.num_frames_total,
-                                         "video_rows": state.expected + 1})
-                        )  # fmt: skip
-                        pooled.append(state.total / state.expected)
+                        row, mean = states[idx].pooled_row()
+                        pooled_records.append(record(idx, row))
+                        pooled.append(mean)
                     del states[idx]
             summary.clips += len(pending)
             if pooled and frame_embeds is None:

@@ -610,20 +610,12 @@ def _write_results(
                 state.duration, state.num_frames_total = meta["duration"], meta["num_frames_total"]
                 records.append(record(idx, meta))
                 rows.append(i)
-                emb = batch["embedding"][i]
-                state.embedded += 1
-                if windowed:
-                    state.total = emb.astype(np.float64) if state.total is None else state.total + emb
-                    state.indices.update(meta["frame_indices"])
-                if state.embedded == state.expected:
+                if state.add_clip(meta, batch["embedding"][i], windowed):
                     summary.embedded += 1
                     if windowed:
-                        pooled_records.append(
-                            record(idx, {"kind": "video", "frame_indices": sorted(state.indices),
-                                         "duration": state.duration, "num_frames_total": state.num_frames_total,
-                                         "video_rows": state.expected + 1})
-                        )  # fmt: skip
-                        pooled.append(state.total / state.expected)
+                        row, mean = state.pooled_row()
+                        pooled_records.append(record(idx, row))
+                        pooled.append(mean)
                     del states[idx]
             if records:
                 embeds = batch["embedding"][rows]
