@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from _checkpoints import save_tiny_clip_model
 from _videos import make_video
 
-from videoprism import VideoPrismClipModel, VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
 from videoprism.embedding import EmbedSettingsError, _ClipSettings, embed_videos
 from videoprism.ray_engine import RayNotInstalledError, _IsolatedDecoder, embed_videos_ray
 from videoprism.store import open_store
@@ -36,22 +35,7 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 def assets(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("ray_engine")
     model_dir = root / "model"
-    config = VideoPrismConfig(
-        VideoPrismVisionConfig(
-            hidden_size=32, num_attention_heads=2, intermediate_size=128, num_spatial_layers=1, num_temporal_layers=1,
-            num_auxiliary_layers=1, image_size=32, tubelet_size=[1, 8, 8], num_frames=4,
-        ),
-        VideoPrismTextConfig(
-            vocab_size=160, hidden_size=32, num_attention_heads=2, num_hidden_layers=1, max_position_embeddings=64
-        ),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = VideoPrismClipModel(config)
-    with torch.no_grad():  # away from the init, so that different videos get clearly different embeddings
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.save_pretrained(model_dir)
-    VideoPrismVideoProcessor(num_frames=4, size=32).save_pretrained(model_dir)
+    save_tiny_clip_model(model_dir)
 
     videos = root / "videos"
     (videos / "sub").mkdir(parents=True)

@@ -23,16 +23,15 @@ import av
 import numpy as np
 import pytest
 import torch
+from _checkpoints import save_tiny_clip_model
 from _videos import make_video
 
-from videoprism import VideoPrismClipModel, VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
+from videoprism import VideoPrismClipModel
 from videoprism.cli import main as cli_main
 from videoprism.embedding import VideoInputNotFoundError, expand_inputs, window_bounds
 from videoprism.processing import VideoPrismProcessor
 from videoprism.store import open_store
-from videoprism.tokenization import VideoPrismTokenizer
 from videoprism.video_io import sample_frame_indices
-from videoprism.video_processing import VideoPrismVideoProcessor
 from videoprism.zero_shot import classify_videos
 
 SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
@@ -71,23 +70,7 @@ def make_shapes_video(path: Path, num_frames: int = 30, size: tuple[int, int] = 
 def assets(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("tools")
     model_dir = root / "model"
-    config = VideoPrismConfig(
-        VideoPrismVisionConfig(
-            hidden_size=32, num_attention_heads=2, intermediate_size=128, num_spatial_layers=1, num_temporal_layers=1,
-            num_auxiliary_layers=1, image_size=32, tubelet_size=[1, 8, 8], num_frames=4,
-        ),
-        VideoPrismTextConfig(
-            vocab_size=160, hidden_size=32, num_attention_heads=2, num_hidden_layers=1, max_position_embeddings=64
-        ),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = VideoPrismClipModel(config)
-    with torch.no_grad():  # away from the init, so that different videos get clearly different embeddings
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.save_pretrained(model_dir)
-    video_processor = VideoPrismVideoProcessor(num_frames=4, size=32)
-    VideoPrismProcessor(video_processor, VideoPrismTokenizer.from_pretrained(SPM)).save_pretrained(model_dir)
+    save_tiny_clip_model(model_dir, SPM)
 
     videos = root / "videos"
     (videos / "sub").mkdir(parents=True)
