@@ -35,6 +35,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'videoprism' has no attribute {name!r}")
 
+
 __all__ = [
     "PRESETS",
     "DecodedVideo",
