@@ -5,7 +5,7 @@ once into a folder, saves a small LvT model with random weights (``--width`` wid
 `save_model`) and its video processor to a temporary folder, starts Ray with ``--cpus`` CPUs, then embeds clips into
 a fresh store with `embed_videos_ray`, twice per ``--concurrency`` value and round (values alternate within a round,
 so a slow spell of a shared machine hits all of them). Inference runs on CPUs, 1 CPU per actor, so Ray fuses decoding
-into the actors: N actors use N CPUs for decoding and inference together.
+into the actors (each decodes in its own child process): N actors use N CPUs for decoding and inference together.
 
 Reported per concurrency (median over the rounds), from two runs each: the first ``--small`` clips, then all
 ``--videos`` clips:

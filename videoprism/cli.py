@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--address", help="Ray cluster: auto, ray://HOST:PORT; default: a local Ray instance")
     embed.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray inference actor")
-    embed.add_argument("--concurrency", type=int, help="Ray inference actors (default: as many as fit)")
+    embed.add_argument("--concurrency", type=_positive(int), help="Ray inference actors (default: as many as fit)")
     embed.set_defaults(run=lambda args: _run_tool(args, _cmd_embed))
 
     search = commands.add_parser(
