@@ -809,6 +809,20 @@ class _VideoState:
         return meta, self.total / self.expected
 
 
+def _checked_inputs(inputs, window: float | None, stride: float | None) -> list[str]:
+    """The expanded video paths, after the window settings both engines share are validated."""
+    if stride is not None and window is None:
+        raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
+    if window is not None:
+        window_bounds(1.0, window, stride)  # validates both
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise NoVideosFoundError(
+            f"no video files found in {inputs!r}; extensions looked for: {sorted(VIDEO_EXTENSIONS)}"
+        )
+    return paths
+
+
 def _check_settings(store: str | os.PathLike[str], num_frames: int, window: float | None, stride: float | None):
     """Refuses to add clips made with other settings to a store: resuming would silently mix them."""
     import pyarrow.compute as pc
@@ -904,15 +918,7 @@ def embed_videos(
             raise EmbedSettingsError(f"{name} must be a positive integer, got {value!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
-    if stride is not None and window is None:
-        raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
-    if window is not None:
-        window_bounds(1.0, window, stride)  # validates both
-    paths = expand_inputs(inputs)
-    if not paths:
-        raise NoVideosFoundError(
-            f"no video files found in {inputs!r}; extensions looked for: {sorted(VIDEO_EXTENSIONS)}"
-        )
+    paths = _checked_inputs(inputs, window, stride)
 
     model_id = model_id_for(model)
     store = os.fspath(store)

@@ -57,11 +57,10 @@ import numpy as np
 from .embedding import (
     _POLL_S,
     DEFAULT_MODEL,
-    VIDEO_EXTENSIONS,
     EmbedSettingsError,
     EmbedSummary,
-    NoVideosFoundError,
     _check_settings,
+    _checked_inputs,
     _ClipSettings,
     _key,
     _load_processor,
@@ -69,10 +68,8 @@ from .embedding import (
     _resolve_dtype,
     _VideoState,
     _worker_process,
-    expand_inputs,
     load_video_embedder,
     model_id_for,
-    window_bounds,
 )
 from .store import MANIFEST_NAME, EmbeddingStore
 
@@ -395,20 +392,12 @@ def embed_videos_ray(
     num_cpus = 1.0 if num_cpus_per_worker is None else num_cpus_per_worker
     _check_positive("num_cpus_per_worker", num_cpus, float)
     _check_concurrency(concurrency)
-    if stride is not None and window is None:
-        raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
-    if window is not None:
-        window_bounds(1.0, window, stride)  # validates both
     if num_gpus_per_worker == 0 and device is not None and str(device).startswith("cuda"):
         raise EmbedSettingsError(
             f"device={device!r} needs GPUs in the inference actors: pass num_gpus_per_worker=1 (--num-gpus-per-worker)"
         )
     _resolve_dtype(dtype)  # fail here rather than in every actor
-    paths = expand_inputs(inputs)
-    if not paths:
-        raise NoVideosFoundError(
-            f"no video files found in {inputs!r}; extensions looked for: {sorted(VIDEO_EXTENSIONS)}"
-        )
+    paths = _checked_inputs(inputs, window, stride)
 
     model_id = model_id_for(model)
     store = os.fspath(store)
