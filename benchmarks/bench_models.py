@@ -14,6 +14,7 @@ count) and is compared with this machine's matmul throughput at the model's GEMM
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -85,24 +86,29 @@ def model_flops(kind: str, batch: int, frames: int) -> float:
     return float(flops)
 
 
-def matmul_throughput(dtype: torch.dtype, device: str) -> float:
+def matmul_throughput(dtype: torch.dtype, device: str, rows: int = 4096) -> float:
     """GFLOP/s of F.linear at the model's GEMM shapes, FLOP-weighted as in a base layer."""
-    shapes = [(4096, 768, 768, 4), (4096, 768, 3072, 1), (4096, 3072, 768, 1)]  # (rows, in, out, count per layer)
+    shapes = [(rows, 768, 768, 4), (rows, 768, 3072, 1), (rows, 3072, 768, 1)]  # (rows, in, out, count per layer)
     total_flops = total_time = 0.0
     for rows, k, out, count in shapes:
         x = torch.randn(rows, k, dtype=dtype, device=device)
         w = torch.randn(out, k, dtype=dtype, device=device) * 0.02
         b = torch.randn(out, dtype=dtype, device=device)
-        times = []
-        for _ in range(7):
-            _sync(device)
-            start = time.perf_counter()
-            F.linear(x, w, b)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        total_time += statistics.median(times[1:]) * count
+        total_time += timed(lambda x=x, w=w, b=b: F.linear(x, w, b), device, 7 if device == "cpu" else 30) * count
         total_flops += 2 * rows * k * out * count
     return total_flops / total_time / 1e9
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median seconds of `fn()` after one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 def peak_rss_mb() -> float:
@@ -236,6 +242,9 @@ def main() -> None:
             print(f"| {frames} | {frames * 256} | {secs:.2f} | {result['peak_rss_mb']:.0f} | {norm:.6f} |")
         return
 
+    if args.device.startswith("cuda"):
+        return cuda_table(args, folder)
+
     throughput = {name: matmul_throughput(dtype, args.device) for name, dtype in DTYPES.items() if name != "fp16"}
     print(
         f"matmul at the model's GEMM shapes: fp32 {throughput['fp32']:.0f} GFLOP/s, "
@@ -305,6 +314,124 @@ def main() -> None:
                 f"| {label} | {batch} | {name} | {v['dtype']} | {secs:.2f} | {ref_time / secs:.2f} | {gflops:.0f} "
                 f"| {gflops / peak:.0%} | {rss:.0f} | {rss / ref_rss:.2f} | {diff:.2e} | {cosine:.6f} |"
             )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPU: one process (peak memory is per variant through the allocator's statistics, so no subprocesses are needed)
+
+
+def cuda_table(args, folder: Path) -> None:
+    device = args.device
+    square = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    card_peak = 2 * 8192**3 / timed(functools.partial(torch.matmul, square, square), device, 20) / 1e9
+    throughput = {name: matmul_throughput(DTYPES[name], device, rows=131072) for name in ("fp32", "bf16")}
+    print(
+        f"bf16 8192^3 matmul: {card_peak / 1000:.0f} TFLOP/s; F.linear at the model's GEMM shapes (131072 rows): "
+        f"fp32 {throughput['fp32'] / 1000:.1f} TFLOP/s, bf16 {throughput['bf16'] / 1000:.0f} TFLOP/s "
+        f"(TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})"
+    )
+    variants = [
+        dict(impl="transformers", dtype="fp32", ref=True),
+        dict(impl="transformers", dtype="bf16"),
+        dict(impl="ours", dtype="fp32", attn="eager"),
+        dict(impl="ours", dtype="fp32"),
+        dict(impl="ours", dtype="bf16", attn="eager"),
+        dict(impl="ours", dtype="bf16"),
+    ]
+    # transformers' patch embedding is a Conv3d, which cuDNN runs in TF32 by default; this row shows what that costs.
+    variants += [dict(impl="transformers", dtype="fp32", tf32_conv=False)]
+    if args.compile:  # batch 1 would specialise the dynamic graph and compile a second time
+        variants += [dict(impl="ours", dtype="bf16", compile=True, min_batch=2)]
+    groups = [("vision", batch) for batch in args.batches] + [("clip", 1)]
+    print(
+        "\n| model | batch | implementation | dtype | ms | clips/s | x transformers fp32 | x transformers bf16 "
+        "| TFLOP/s | MFU (of bf16 8192^3) | peak GPU MB | max diff vs transformers fp32 "
+        "| max diff vs ours (eager) fp32 | min cosine vs ours fp32 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind in ("vision", "clip"):
+        for variant in variants:  # one model per variant, timed at every batch size of its kind
+            variant["model"] = load(
+                variant["impl"], kind, folder, DTYPES[variant["dtype"]], device, variant.get("attn")
+            )
+            if variant.get("compile"):
+                variant["model"] = torch.compile(variant["model"], dynamic=True)
+            variant["weights_mb"] = sum(t.nbytes for t in variant["model"].state_dict().values()) / 2**20
+        for group_kind, batch in groups:
+            if group_kind == kind:
+                cuda_rows(args, kind, batch, variants, card_peak)
+        for variant in variants:
+            del variant["model"]
+        torch.cuda.empty_cache()
+
+
+def cuda_rows(args, kind: str, batch: int, variants: list[dict], card_peak: float) -> None:
+    results = []
+    for variant in variants:
+        if batch < variant.get("min_batch", 1) or (kind == "clip" and variant.get("compile")):
+            results.append("skipped")
+            continue
+        try:
+            results.append(cuda_measure(args, kind, batch, variant))
+        except Exception as error:  # report and go on: one failing variant must not hide the others
+            print(
+                f"{kind} b{batch} {variant_name(variant)} {variant['dtype']} FAILED: {error!r}"[:3000], file=sys.stderr
+            )
+            results.append("failed (see log)")
+    ref, ref_bf16, ours_eager, ours_fp32 = (r if isinstance(r, tuple) else None for r in results[:4])
+    flops = model_flops(kind, batch, 16)
+    label = "LvT-B clip (1 video, 5 prompts)" if kind == "clip" else "base vision"
+    for variant, result in zip(variants, results, strict=True):
+        if isinstance(result, str):
+            print(f"| {label} | {batch} | {variant_name(variant)} | {variant['dtype']} | {result} |")
+            continue
+        secs, activations, out = result
+        peak = activations + variant["weights_mb"]
+        diff = max(float(np.abs(out[k] - ref[2][k]).max()) for k in out) if ref else float("nan")
+        exact_diff = max(float(np.abs(out[k] - ours_eager[2][k]).max()) for k in out) if ours_eager else float("nan")
+        cosine = min(cosine_min(out[k], ours_fp32[2][k]) for k in out) if ours_fp32 else float("nan")
+        tflops = flops / secs / 1e12
+        print(
+            f"| {label} | {batch} | {variant_name(variant)} | {variant['dtype']} | {secs * 1000:.1f} | "
+            f"{batch / secs:.1f} | {ref[0] / secs if ref else float('nan'):.2f} | "
+            f"{ref_bf16[0] / secs if ref_bf16 else float('nan'):.2f} | {tflops:.0f} | "
+            f"{tflops * 1000 / card_peak:.0%} | {peak:.0f} | {diff:.2e} | {exact_diff:.2e} | {cosine:.6f} |",
+            flush=True,
+        )
+
+
+def cuda_measure(args, kind: str, batch: int, variant: dict):
+    """(median seconds, peak GPU MB of activations, outputs) of one variant at one batch size."""
+    video, ids, mask = inputs(kind, batch, 16, args.device)
+    video = video.to(DTYPES[variant["dtype"]])
+
+    def call():
+        return run_once(variant["impl"], kind, variant["model"], video, ids, mask, False)
+
+    default_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = variant.get("tf32_conv", default_tf32)
+    try:
+        return _cuda_timed(call, args)
+    finally:
+        torch.backends.cudnn.allow_tf32 = default_tf32
+
+
+def _cuda_timed(call, args):
+    with torch.no_grad():
+        call()  # warm-up (and compilation)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        secs = timed(call, args.device, args.iters)
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+        out = {k: v.float().cpu().numpy() for k, v in call().items()}
+    return secs, peak, out
+
+
+def variant_name(variant: dict) -> str:
+    name = variant["impl"] + (f" ({variant['attn']})" if variant.get("attn") else "")
+    name += " (TF32 conv off)" if variant.get("tf32_conv") is False else ""
+    return name + (" compiled" if variant.get("compile") else "")
 
 
 if __name__ == "__main__":

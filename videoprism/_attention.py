@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 
 import torch
@@ -14,6 +15,8 @@ DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
 # Bytes of fp32 attention scores one chunk may hold (per chunk; softmax needs about twice that).
 SCORE_CHUNK_BYTES = 64 * 2**20
+# Compiled flex kernels kept per process (one per input shape and dtype).
+FLEX_RECOMPILE_LIMIT = 64
 
 
 def large_negative(dtype: torch.dtype = torch.float32) -> float:
@@ -85,7 +88,15 @@ def _flex_attention_fn(compiled: bool):
         return None
     if not compiled:
         return flex_attention
+    # Static shapes: each new (batch, length, dtype) compiles its own kernel once (see _recompile_headroom).
     return torch.compile(flex_attention, dynamic=False)
+
+
+def _recompile_headroom():
+    """Room for one flex kernel per shape: past dynamo's default limit (8) it would silently run unfused."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return config.patch(**{name: max(getattr(config, name), FLEX_RECOMPILE_LIMIT)})
 
 
 def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
@@ -93,20 +104,31 @@ def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
 
     `q` must already be multiplied by Dh**-0.5 / softcap, like `chunked_attention`.
     """
-    fn = _flex_attention_fn(compiled=q.is_cuda)
+    # Inside a compiled model the enclosing graph compiles it; called eagerly on CUDA it needs its own compile.
+    fn = _flex_attention_fn(compiled=q.is_cuda and not torch.compiler.is_compiling())
     if fn is None:
         raise RuntimeError("attn_implementation='flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
-    negative = large_negative()
+    # Fused flex kernels multiply scores by log2(e) and treat -inf rows as empty (output 0); this value stays finite
+    # there, so a fully masked row still gets the original's uniform attention.
+    negative = large_negative() * math.log(2)
+    if softcap and torch.compiler.is_compiling():
+        # A dynamic-shape trace turns the float into a SymFloat, which flex's score_mod cannot capture.
+        softcap = torch.full((), softcap, dtype=torch.float32, device=q.device)
 
     def score_mod(score, b, h, q_idx, kv_idx):
-        if softcap:
+        if softcap is not None:
             score = torch.tanh(score) * softcap
         if allowed is not None:
             index = [i if size > 1 else 0 for i, size in zip((b, h, q_idx, kv_idx), allowed.shape, strict=True)]
             score = torch.where(allowed[tuple(index)], score, negative)
         return score
 
-    with warnings.catch_warnings():
+    if torch.compiler.is_compiling():
+        return fn(q, k, v, score_mod=score_mod, scale=1.0)
+    if q.is_cuda:
+        with _recompile_headroom():
+            return fn(q, k, v, score_mod=score_mod, scale=1.0)
+    with warnings.catch_warnings():  # eager flex on CPU is exact, just not fused: no need to warn
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         return fn(q, k, v, score_mod=score_mod, scale=1.0)
 
@@ -125,6 +147,7 @@ def sdpa_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     _warn_sdpa_once()
     mask = None
     if allowed is not None:  # a finite fill, so a fully masked row stays uniform instead of NaN
-        mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+        # Full key length: CUDA's fused kernels need a mask whose last dimension is not broadcast.
+        mask = torch.zeros(allowed.shape[:-1] + k.shape[-2:-1], dtype=q.dtype, device=q.device)
         mask.masked_fill_(~allowed, large_negative(q.dtype))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softcap or 1.0)
