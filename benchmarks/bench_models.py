@@ -4,10 +4,11 @@
     python benchmarks/bench_models.py --rounds 1      # quicker, noisier
     python benchmarks/bench_models.py --long          # LvT at 16/32/64 frames: time and peak RSS (ours only)
     python benchmarks/bench_models.py --compile       # adds torch.compile'd ours (compile time excluded)
-    python benchmarks/bench_models.py --device cuda --batches 1 8 32 --rounds 1 --iters 3   # on a GPU
+    python benchmarks/bench_models.py --device cuda --batches 1 8 32 --iters 10 --compile   # on a GPU
 
-Each measurement runs in its own subprocess (so peak RSS is that variant's alone); variants alternate round by
-round and the table reports medians. GFLOP/s counts the standard model FLOPs (both implementations get the same
+On CPU each measurement runs in its own subprocess (so peak RSS is that variant's alone); variants alternate round
+by round and the table reports medians. On CUDA all variants share one process: peak memory comes from the
+allocator's statistics, timings are medians of --iters calls after a warm-up (and compiling) call. GFLOP/s counts the standard model FLOPs (both implementations get the same
 count) and is compared with this machine's matmul throughput at the model's GEMM shapes, measured in the same run.
 """
 

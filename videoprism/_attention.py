@@ -9,6 +9,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from . import _mkl  # noqa: F401  (settles MKL's kernel choice before the first parallel tanh/exp)
+
 # "auto" picks the fastest exact path for the device: "flex" on CUDA, "chunked" elsewhere.
 ATTN_IMPLEMENTATIONS = ("auto", "chunked", "flex", "eager", "sdpa")
 DEFAULT_ATTN_IMPLEMENTATION = "auto"
@@ -17,6 +19,8 @@ DEFAULT_ATTN_IMPLEMENTATION = "auto"
 SCORE_CHUNK_BYTES = 64 * 2**20
 # Compiled flex kernels kept per process (one per input shape and dtype).
 FLEX_RECOMPILE_LIMIT = 64
+# Sequences one flex kernel launch may hold (CUDA's grid y/z limit).
+FLEX_MAX_BATCH = 65535
 
 
 def large_negative(dtype: torch.dtype = torch.float32) -> float:
@@ -104,33 +108,57 @@ def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
 
     `q` must already be multiplied by Dh**-0.5 / softcap, like `chunked_attention`.
     """
+    batch, heads = q.shape[:2]
+    if isinstance(batch, int) and batch > FLEX_MAX_BATCH:  # the kernel's grid holds at most 65535 sequences
+        pieces = -(-batch // FLEX_MAX_BATCH)
+        size = -(-batch // pieces)
+        batched_mask = allowed is not None and allowed.shape[0] > 1
+        return torch.cat(
+            [
+                flex_attention(
+                    q[i : i + size],
+                    k[i : i + size],
+                    v[i : i + size],
+                    allowed[i : i + size] if batched_mask else allowed,
+                    softcap,
+                )
+                for i in range(0, batch, size)
+            ]
+        )
     # Inside a compiled model the enclosing graph compiles it; called eagerly on CUDA it needs its own compile.
     fn = _flex_attention_fn(compiled=q.is_cuda and not torch.compiler.is_compiling())
     if fn is None:
         raise RuntimeError("attn_implementation='flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
     # Fused flex kernels multiply scores by log2(e) and treat -inf rows as empty (output 0); this value stays finite
-    # there, so a fully masked row still gets the original's uniform attention.
-    negative = large_negative() * math.log(2)
-    if softcap and torch.compiler.is_compiling():
+    # there (and in the input's dtype), so a fully masked row still gets the original's uniform attention.
+    negative = large_negative(q.dtype) * math.log(2)
+    cap = softcap or None
+    if cap is not None and torch.compiler.is_compiling():
         # A dynamic-shape trace turns the float into a SymFloat, which flex's score_mod cannot capture.
-        softcap = torch.full((), softcap, dtype=torch.float32, device=q.device)
+        cap = torch.full((), cap, dtype=torch.float32, device=q.device)
 
     def score_mod(score, b, h, q_idx, kv_idx):
-        if softcap is not None:
-            score = torch.tanh(score) * softcap
+        if cap is not None:
+            score = torch.tanh(score) * cap
         if allowed is not None:
             index = [i if size > 1 else 0 for i, size in zip((b, h, q_idx, kv_idx), allowed.shape, strict=True)]
             score = torch.where(allowed[tuple(index)], score, negative)
         return score
 
+    options = None
+    if isinstance(batch, int) and batch * heads > FLEX_MAX_BATCH:
+        # For short queries a static-shape compile picks flex's decoding kernel, whose grid has batch * heads on
+        # one axis (at most 65535: "CUDA driver error: invalid argument" on an H100); the main kernel has not.
+        options = {"FORCE_USE_FLEX_ATTENTION": True}
+    call = functools.partial(fn, q, k, v, score_mod=score_mod, scale=1.0, kernel_options=options)
     if torch.compiler.is_compiling():
-        return fn(q, k, v, score_mod=score_mod, scale=1.0)
+        return call()
     if q.is_cuda:
         with _recompile_headroom():
-            return fn(q, k, v, score_mod=score_mod, scale=1.0)
+            return call()
     with warnings.catch_warnings():  # eager flex on CPU is exact, just not fused: no need to warn
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        return fn(q, k, v, score_mod=score_mod, scale=1.0)
+        return call()
 
 
 @functools.cache

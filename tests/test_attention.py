@@ -1,0 +1,66 @@
+"""The attention paths against the reference, on the cases the models hit: soft cap, masks, fully masked rows."""
+
+import math
+
+import pytest
+import torch
+
+from videoprism import _attention
+from videoprism._attention import chunked_attention, flex_attention, reference_attention, sdpa_attention
+
+CAP = 50.0
+
+
+def qkv(batch=4, heads=3, length=10, keys=10, dim=16, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, n, dim, generator=gen) * 4 for n in (length, keys, keys))
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def key_mask(batch=4, keys=10):
+    """Per-sequence key padding; sequence 1 has no valid key at all (a fully masked row)."""
+    allowed = torch.arange(keys)[None, :] < torch.tensor([keys, 0, 3, 7])[:batch, None]
+    return allowed[:, None, None, :]
+
+
+def expected(q, k, v, allowed, softcap):
+    """The reference on the unscaled query (our fast paths take q already divided by the cap)."""
+    return reference_attention(q.float(), k.float(), v.float(), allowed, softcap)[0]
+
+
+@pytest.mark.parametrize("fast", [chunked_attention, flex_attention])
+@pytest.mark.parametrize("softcap", [CAP, None])
+def test_fast_paths_match_the_reference(fast, softcap):
+    q, k, v = qkv()
+    allowed = key_mask()
+    out = fast(q / (softcap or 1.0), k, v, allowed, softcap)
+    torch.testing.assert_close(out, expected(q, k, v, allowed, softcap), rtol=0, atol=3e-5)  # |out| ~ 10
+    # The fully masked sequence attends uniformly, as the original's finite mask value gives.
+    torch.testing.assert_close(out[1], v[1].mean(dim=-2, keepdim=True).expand_as(out[1]), rtol=0, atol=2e-6)
+
+
+def test_flex_splits_batches_beyond_one_kernel_launch(monkeypatch):
+    monkeypatch.setattr(_attention, "FLEX_MAX_BATCH", 3)  # 4 sequences: two launches; 4 * 3 heads: main kernel
+    q, k, v = qkv()
+    for allowed in (key_mask(), key_mask()[:1], None):
+        out = flex_attention(q / CAP, k, v, allowed, CAP)
+        torch.testing.assert_close(out, expected(q, k, v, allowed, CAP), rtol=0, atol=3e-5)
+
+
+def test_flex_mask_value_is_finite_in_half_precision():
+    q, k, v = qkv(dtype=torch.float16)
+    negative = _attention.large_negative(torch.float16) * math.log(2)
+    assert math.isfinite(negative * math.log2(math.e)) and negative < -3e4
+    out = flex_attention(q / CAP, k, v, key_mask(), CAP)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected(q, k, v, key_mask(), CAP), rtol=0, atol=0.1)  # fp16 scores
+    torch.testing.assert_close(out[1], v[1].mean(dim=-2, keepdim=True).expand_as(out[1]), rtol=0, atol=1e-2)
+
+
+@pytest.mark.filterwarnings("ignore:attn_implementation='sdpa'")
+def test_sdpa_takes_a_mask_broadcast_over_keys():
+    """The spatial stage masks padded frames with an (N, 1, 1, 1) mask; CUDA's kernels need a full key axis."""
+    q, k, v = qkv()
+    allowed = torch.tensor([True, False, True, True])[:, None, None, None]
+    out = sdpa_attention(q, k, v, allowed, softcap=None)
+    torch.testing.assert_close(out, expected(q, k, v, allowed, None), rtol=0, atol=2e-6)
