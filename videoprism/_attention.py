@@ -16,7 +16,7 @@ ATTN_IMPLEMENTATIONS = ("auto", "chunked", "flex", "eager", "sdpa")
 DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
 # Bytes of fp32 attention scores one chunk may hold (per chunk; softmax needs about twice that).
-SCORE_CHUNK_BYTES = 64 * 2**20
+SCORE_CHUNK_BYTES = 16 * 2**20
 # Compiled flex kernels kept per process (one per input shape and dtype).
 FLEX_RECOMPILE_LIMIT = 64
 # Sequences one flex kernel launch may hold (CUDA's grid y/z limit).
