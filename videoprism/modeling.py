@@ -159,9 +159,25 @@ class VideoPrismLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.eps = eps
+        self._scale: tuple[tuple, torch.Tensor] | None = None  # (weight's identity and version, weight + 1)
+
+    def scale(self) -> torch.Tensor:
+        """`weight + 1`, folded once per weight version; recomputed where gradients or a compiled graph need it."""
+        weight = self.weight
+        if (
+            torch.compiler.is_compiling()
+            or (weight.requires_grad and torch.is_grad_enabled())
+            or torch.is_inference(weight)  # no version counter to tell an in-place update
+        ):
+            return weight + 1.0
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._scale is None or self._scale[0] != key:
+            with torch.no_grad():
+                self._scale = (key, weight + 1.0)
+        return self._scale[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight + 1.0, self.bias, self.eps)
+        return F.layer_norm(x, self.weight.shape, self.scale(), self.bias, self.eps)
 
 
 class VideoPrismAttention(nn.Module):
