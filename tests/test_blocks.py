@@ -22,6 +22,9 @@ def test_layernorm_folds_its_plus_one_once_and_follows_weight_updates():
         torch.testing.assert_close(norm(x), reference(norm, x), rtol=0, atol=0)
         norm.load_state_dict({"weight": torch.full((8,), 0.5), "bias": torch.zeros(8)})
         torch.testing.assert_close(norm(x), reference(norm, x), rtol=0, atol=0)
+        for _ in range(3):  # fresh storage each time (an allocator may hand back a freed address)
+            norm.weight.data = torch.randn(8)
+            torch.testing.assert_close(norm(x), reference(norm, x), rtol=0, atol=0)
     norm.to(torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(norm(x.double()), reference(norm, x.double()), rtol=0, atol=0)

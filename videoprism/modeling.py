@@ -159,7 +159,7 @@ class VideoPrismLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.eps = eps
-        self._scale: tuple[tuple, torch.Tensor] | None = None  # (weight's identity and version, weight + 1)
+        self._scale: tuple[torch.Tensor, int, torch.Tensor] | None = None  # (weight's storage, its version, weight + 1)
 
     def scale(self) -> torch.Tensor:
         """`weight + 1`, folded once per weight version; recomputed where gradients or a compiled graph need it."""
@@ -170,11 +170,19 @@ class VideoPrismLayerNorm(nn.Module):
             or torch.is_inference(weight)  # no version counter to tell an in-place update
         ):
             return weight + 1.0
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        if self._scale is None or self._scale[0] != key:
+        cached = self._scale
+        # Holding the weight's storage keeps its address from being reused, so the same address means the same data.
+        fresh = (
+            cached is not None
+            and cached[0].data_ptr() == weight.data_ptr()
+            and cached[0].dtype == weight.dtype
+            and cached[0].device == weight.device
+            and cached[1] == weight._version
+        )
+        if not fresh:
             with torch.no_grad():
-                self._scale = (key, weight + 1.0)
-        return self._scale[1]
+                self._scale = cached = (weight.detach(), weight._version, weight + 1.0)
+        return cached[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.scale(), self.bias, self.eps)
