@@ -21,7 +21,7 @@ import pytest
 from _checkpoints import save_tiny_clip_model
 from _videos import make_video
 
-from videoprism.embedding import EmbedSettingsError, _ClipSettings, embed_videos
+from videoprism.embedding import ClipSettings, EmbedSettingsError, embed_videos
 from videoprism.ray_engine import RayNotInstalledError, _IsolatedDecoder, embed_videos_ray
 from videoprism.store import open_store
 from videoprism.video_processing import VideoPrismVideoProcessor
@@ -208,7 +208,7 @@ def test_a_decoder_crash_fails_only_its_video(assets):
     held: list[socket.socket] = []
     threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
     stuck = f"http://127.0.0.1:{server.getsockname()[1]}/stuck.mp4"
-    settings = _ClipSettings(VideoPrismVideoProcessor(num_frames=4, size=32).to_dict(), 4, None, None)
+    settings = ClipSettings(VideoPrismVideoProcessor(num_frames=4, size=32).to_dict(), 4, None, None)
     decoder = _IsolatedDecoder(settings)
     try:
         events = decoder.events(stuck)

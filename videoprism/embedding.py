@@ -62,6 +62,9 @@ __all__ = [
     "model_id_for",
     "window_bounds",
 ]
+# Not exported, but the engines' shared parts (ray_engine.py and search.py use them too): ClipSettings,
+# VideoState, Progress, POLL_S, checked_inputs, check_settings, resume_key, load_processor, resolve_dtype,
+# decoding_worker_process.
 
 DEFAULT_MODEL = "google/videoprism-lvt-base-f16r288"
 
@@ -78,7 +81,7 @@ _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Seconds between checks that the workers (in the main process) or the main process (in a worker) are alive.
-_POLL_S = 0.5
+POLL_S = 0.5
 
 
 class VideoInputNotFoundError(FileNotFoundError):
@@ -186,7 +189,7 @@ def expand_inputs(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     return out
 
 
-def _key(path: str) -> tuple[str, int, int]:
+def resume_key(path: str) -> tuple[str, int, int]:
     """Resume key; a URL has no size or mtime (0, 0), so it is embedded once and then always skipped."""
     if _is_url(path):
         return path, 0, 0
@@ -226,7 +229,7 @@ def window_bounds(duration: float, window: float, stride: float | None = None, f
 
 
 @dataclass
-class _ClipSettings:
+class ClipSettings:
     """What a worker needs to turn a video into pre-processed clips (picklable)."""
 
     processor: dict[str, Any]
@@ -257,7 +260,7 @@ def _read_window(path: str, num_frames: int, start: float, end: float, duration:
     return read_video(path, num_frames=num_frames)
 
 
-def _video_clips(path: str, processor: Any, settings: _ClipSettings) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+def _video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time."""
     from .video_io import read_video
 
@@ -294,7 +297,7 @@ class _Stopped(Exception):  # noqa: N818 - internal control flow: the consumer w
     pass
 
 
-def _decode_loop(task_q: Any, result_q: Any, settings: _ClipSettings, wid: int, alive: Any, capture: bool) -> None:
+def _decode_loop(task_q: Any, result_q: Any, settings: ClipSettings, wid: int, alive: Any, capture: bool) -> None:
     """A worker's life: take a video index, stream its clips (or its error) to ``result_q``; None ends it."""
     from .video_processing import VideoPrismVideoProcessor
 
@@ -303,7 +306,7 @@ def _decode_loop(task_q: Any, result_q: Any, settings: _ClipSettings, wid: int, 
     def put(item: tuple) -> None:
         while True:
             try:
-                result_q.put(item, timeout=_POLL_S)
+                result_q.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 if not alive():
@@ -311,7 +314,7 @@ def _decode_loop(task_q: Any, result_q: Any, settings: _ClipSettings, wid: int, 
 
     while True:
         try:
-            task = task_q.get(timeout=_POLL_S)
+            task = task_q.get(timeout=POLL_S)
         except queue.Empty:
             if not alive():
                 return
@@ -352,7 +355,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_process(task_q: Any, result_q: Any, settings: _ClipSettings, wid: int) -> None:
+def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, wid: int) -> None:
     """Entry point of a decoding process."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
@@ -379,7 +382,7 @@ class _DecodePool:
         queue_size: Clips that may wait in the queue (the memory bound).
     """
 
-    def __init__(self, paths: Sequence[str], settings: _ClipSettings, workers: int, queue_size: int) -> None:
+    def __init__(self, paths: Sequence[str], settings: ClipSettings, workers: int, queue_size: int) -> None:
         self.paths = list(paths)
         self.settings = settings
         self.threaded = workers == 0
@@ -407,7 +410,9 @@ class _DecodePool:
             worker: Any = threading.Thread(target=_decode_loop, args=args, daemon=True, name=f"videoprism-decode-{wid}")
         else:
             args = (self.task_q, self.result_q, self.settings, wid)
-            worker = self.ctx.Process(target=_worker_process, args=args, daemon=True, name=f"videoprism-decode-{wid}")
+            worker = self.ctx.Process(
+                target=decoding_worker_process, args=args, daemon=True, name=f"videoprism-decode-{wid}"
+            )
             old = os.environ.get("OMP_NUM_THREADS")
             os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's torch at import; restored for this process
         try:
@@ -442,7 +447,7 @@ class _DecodePool:
         idle_polls = 0
         while len(finished) < len(self.paths):
             try:
-                msg = self.result_q.get(timeout=_POLL_S)
+                msg = self.result_q.get(timeout=POLL_S)
             except queue.Empty:
                 idle_polls += 1
                 yield from self._check_workers(current, finished, idle_polls)
@@ -548,7 +553,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
@@ -642,7 +647,7 @@ class VideoEmbedder:
         return embeds, frame_embeds
 
 
-def _load_processor(model: str | os.PathLike[str], num_frames: int | None) -> Any:
+def load_processor(model: str | os.PathLike[str], num_frames: int | None) -> Any:
     from .video_processing import VideoPrismVideoProcessor
 
     processor = VideoPrismVideoProcessor.from_pretrained(model)
@@ -674,8 +679,8 @@ def load_video_embedder(
     """
     from .auto import load_model
 
-    processor = _load_processor(model, num_frames)
-    loaded = load_model(model, device=_resolve_device(device), dtype=_resolve_dtype(dtype))
+    processor = load_processor(model, num_frames)
+    loaded = load_model(model, device=_resolve_device(device), dtype=resolve_dtype(dtype))
     size = (processor.size["height"], processor.size["width"])
     return VideoEmbedder(loaded, processor.num_frames, size), processor
 
@@ -684,7 +689,7 @@ def load_video_embedder(
 # Progress
 
 
-class _Progress:
+class Progress:
     """A tqdm bar on a terminal, plain periodic lines otherwise, or nothing."""
 
     def __init__(self, total: int, mode: str | bool | None, interval: float, name: str = "embed") -> None:
@@ -779,7 +784,7 @@ class EmbedSummary:
 
 
 @dataclass
-class _VideoState:
+class VideoState:
     """A video whose clips are being embedded: enough to write its pooled "video" row at the end."""
 
     expected: int = 0
@@ -809,7 +814,7 @@ class _VideoState:
         return meta, self.total / self.expected
 
 
-def _checked_inputs(inputs, window: float | None, stride: float | None) -> list[str]:
+def checked_inputs(inputs, window: float | None, stride: float | None) -> list[str]:
     """The expanded video paths, after the window settings both engines share are validated."""
     if stride is not None and window is None:
         raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
@@ -823,7 +828,7 @@ def _checked_inputs(inputs, window: float | None, stride: float | None) -> list[
     return paths
 
 
-def _check_settings(store: str | os.PathLike[str], num_frames: int, window: float | None, stride: float | None):
+def check_settings(store: str | os.PathLike[str], num_frames: int, window: float | None, stride: float | None):
     """Refuses to add clips made with other settings to a store: resuming would silently mix them."""
     import pyarrow.compute as pc
 
@@ -918,7 +923,7 @@ def embed_videos(
             raise EmbedSettingsError(f"{name} must be a positive integer, got {value!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
-    paths = _checked_inputs(inputs, window, stride)
+    paths = checked_inputs(inputs, window, stride)
 
     model_id = model_id_for(model)
     store = os.fspath(store)
@@ -931,13 +936,13 @@ def embed_videos(
         writer = EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim)
     with writer:
         # Checked even when there is nothing to do: a re-run with other settings must not look like a success.
-        _check_settings(store, embedder.num_frames if embedder else _load_processor(model, num_frames).num_frames,
+        check_settings(store, embedder.num_frames if embedder else load_processor(model, num_frames).num_frames,
                         window, stride)  # fmt: skip
         keys: list[tuple[str, int, int]] = []
         failures: list[dict[str, Any]] = []
         for path in paths:
             try:
-                key = _key(path)
+                key = resume_key(path)
             except OSError as err:  # vanished or unreadable since the inputs were listed
                 failures.append({"path": path, "size": 0, "mtime_ns": 0, "error": f"cannot stat the file ({err})"})
                 summary.failures.append((path, failures[-1]["error"]))
@@ -959,7 +964,7 @@ def embed_videos(
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            settings = _ClipSettings(processor.to_dict(), embedder.num_frames, window, stride)
+            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
                  progress_interval)  # fmt: skip
         if compact:
@@ -971,7 +976,7 @@ def _run(
     writer: EmbeddingStore,
     keys: list[tuple[str, int, int]],
     embedder: VideoEmbedder,
-    settings: _ClipSettings,
+    settings: ClipSettings,
     summary: EmbedSummary,
     batch_size: int,
     workers: int | None,
@@ -982,10 +987,10 @@ def _run(
 ) -> None:
     """The decode -> embed -> write loop of `embed_videos`."""
     windowed = settings.window is not None
-    states: dict[int, _VideoState] = {}
+    states: dict[int, VideoState] = {}
     pending: list[tuple[int, dict[str, Any], np.ndarray]] = []
     failures: list[dict[str, Any]] = []
-    bar = _Progress(len(keys), progress, progress_interval)
+    bar = Progress(len(keys), progress, progress_interval)
     failed_before = summary.failed  # files that could not even be stat'ed: not part of `keys`
 
     def record(idx: int, meta: dict[str, Any]) -> dict[str, Any]:
@@ -1028,7 +1033,7 @@ def _run(
                 kind, idx = event[:2]
                 if kind == "clip":
                     meta = event[2]
-                    state = states.setdefault(idx, _VideoState())
+                    state = states.setdefault(idx, VideoState())
                     state.expected = meta["video_rows"] - 1 if windowed else 1
                     state.duration, state.num_frames_total = meta["duration"], meta["num_frames_total"]
                     pending.append((idx, meta, event[3]))

@@ -55,21 +55,21 @@ from typing import Any
 import numpy as np
 
 from .embedding import (
-    _POLL_S,
     DEFAULT_MODEL,
+    POLL_S,
+    ClipSettings,
     EmbedSettingsError,
     EmbedSummary,
-    _check_settings,
-    _checked_inputs,
-    _ClipSettings,
-    _key,
-    _load_processor,
-    _Progress,
-    _resolve_dtype,
-    _VideoState,
-    _worker_process,
+    Progress,
+    VideoState,
+    check_settings,
+    checked_inputs,
+    decoding_worker_process,
+    load_processor,
     load_video_embedder,
     model_id_for,
+    resolve_dtype,
+    resume_key,
 )
 from .store import MANIFEST_NAME, EmbeddingStore
 
@@ -105,13 +105,14 @@ def _import_ray() -> Any:
 class _IsolatedDecoder:
     """A decoding process owned by this (Ray worker) process and reused across videos and tasks.
 
-    It runs the local engine's decoding worker (`videoprism.embedding._worker_process`), so a video whose decoding kills
-    the process (a crash inside FFmpeg) fails alone, as in the local engine, and the next video gets a fresh process.
+    It runs the local engine's decoding worker (`videoprism.embedding.decoding_worker_process`), so a video whose
+    decoding kills the process (a crash inside FFmpeg) fails alone, as in the local engine, and the next video gets a
+    fresh process.
     Decoding in the Ray worker itself would let such a video kill the worker: Ray restarts an actor and retries its
     task forever, so one bad file would stall the whole run.
     """
 
-    def __init__(self, settings: _ClipSettings) -> None:
+    def __init__(self, settings: ClipSettings) -> None:
         self.settings = settings
         self.proc: Any = None
         self._request = 0
@@ -121,7 +122,7 @@ class _IsolatedDecoder:
         self.task_q = ctx.Queue()
         self.result_q = ctx.Queue(maxsize=_QUEUED_CLIPS)
         args = (self.task_q, self.result_q, self.settings, 0)
-        self.proc = ctx.Process(target=_worker_process, args=args, daemon=True, name="videoprism-decode")
+        self.proc = ctx.Process(target=decoding_worker_process, args=args, daemon=True, name="videoprism-decode")
         old = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's torch at import; restored for this process
         try:
@@ -154,7 +155,7 @@ class _IsolatedDecoder:
         self.task_q.put((request, path))
         while True:
             try:
-                msg = self.result_q.get(timeout=_POLL_S)
+                msg = self.result_q.get(timeout=POLL_S)
             except queue.Empty:
                 if self.proc.is_alive():
                     continue
@@ -178,7 +179,7 @@ class _IsolatedDecoder:
 _DECODERS: dict[str, _IsolatedDecoder] = {}
 
 
-def _decoder_for(settings: _ClipSettings) -> _IsolatedDecoder:
+def _decoder_for(settings: ClipSettings) -> _IsolatedDecoder:
     """This process's decoder for ``settings`` (one at a time: a new run's settings replace the previous one)."""
     key = json.dumps(dataclasses.asdict(settings), sort_keys=True)
     if key not in _DECODERS:
@@ -200,7 +201,7 @@ def _row(idx: int, kind: str, meta: dict[str, Any] | None, error: str, warned: l
     }
 
 
-def _decode_videos(batch: dict[str, np.ndarray], settings: _ClipSettings) -> Iterator[dict[str, np.ndarray]]:
+def _decode_videos(batch: dict[str, np.ndarray], settings: ClipSettings) -> Iterator[dict[str, np.ndarray]]:
     """Ray Data UDF: ``{idx, path}`` rows in; rows ``idx, kind, meta, error, warnings, pixels`` out.
 
     ``kind`` is "clip" (one per clip, with its pixels), "fail" (a video that failed, with its error, after the clips
@@ -396,20 +397,20 @@ def embed_videos_ray(
         raise EmbedSettingsError(
             f"device={device!r} needs GPUs in the inference actors: pass num_gpus_per_worker=1 (--num-gpus-per-worker)"
         )
-    _resolve_dtype(dtype)  # fail here rather than in every actor
-    paths = _checked_inputs(inputs, window, stride)
+    resolve_dtype(dtype)  # fail here rather than in every actor
+    paths = checked_inputs(inputs, window, stride)
 
     model_id = model_id_for(model)
     store = os.fspath(store)
     summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
-    processor = _load_processor(model, num_frames)
+    processor = load_processor(model, num_frames)
     with _LazyWriter(store, model_id) as lazy:
         if lazy.writer is not None:
-            _check_settings(store, processor.num_frames, window, stride)
+            check_settings(store, processor.num_frames, window, stride)
         keys: list[tuple[str, int, int]] = []
         for path in paths:
             try:
-                key = _key(path)
+                key = resume_key(path)
             except OSError as err:  # vanished or unreadable since the inputs were listed
                 error = f"cannot stat the file ({err})"
                 lazy.write_failures([{"path": path, "size": 0, "mtime_ns": 0, "error": error}])
@@ -425,7 +426,7 @@ def embed_videos_ray(
                     continue
             keys.append(key)
         if keys:
-            settings = _ClipSettings(processor.to_dict(), processor.num_frames, window, stride)
+            settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride)
             actor_args = {"model": model_id, "device": device, "dtype": dtype, "num_frames": num_frames,
                           "frames": frames, "cpu_threads": max(1, round(num_cpus))}  # fmt: skip
             _run(ray, address, lazy, keys, settings, actor_args, summary, batch_size, num_gpus_per_worker, num_cpus,
@@ -485,7 +486,7 @@ def _run(
     address: str | None,
     lazy: _LazyWriter,
     keys: list[tuple[str, int, int]],
-    settings: _ClipSettings,
+    settings: ClipSettings,
     actor_args: dict[str, Any],
     summary: EmbedSummary,
     batch_size: int,
@@ -549,16 +550,16 @@ def _write_results(
     dataset: Any,
     lazy: _LazyWriter,
     keys: list[tuple[str, int, int]],
-    settings: _ClipSettings,
+    settings: ClipSettings,
     summary: EmbedSummary,
     progress: bool | str,
     progress_interval: float,
 ) -> None:
     """The driver's loop: each output batch becomes store rows, as the local engine writes them."""
     windowed = settings.window is not None
-    states: dict[int, _VideoState] = {}
+    states: dict[int, VideoState] = {}
     failed: set[int] = set()
-    bar = _Progress(len(keys), progress, progress_interval)
+    bar = Progress(len(keys), progress, progress_interval)
     failed_before = summary.failed
 
     def record(idx: int, meta: dict[str, Any]) -> dict[str, Any]:
@@ -594,7 +595,7 @@ def _write_results(
                     bar.write(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
                     continue
                 meta = json.loads(str(meta_json))
-                state = states.setdefault(idx, _VideoState())
+                state = states.setdefault(idx, VideoState())
                 state.expected = meta["video_rows"] - 1 if windowed else 1
                 state.duration, state.num_frames_total = meta["duration"], meta["num_frames_total"]
                 records.append(record(idx, meta))

@@ -18,12 +18,12 @@ import torch
 
 from .embedding import (
     DEFAULT_MODEL,
+    ClipSettings,
     EmbedSettingsError,
     NoVideosFoundError,
+    Progress,
     VideoEmbedder,
-    _ClipSettings,
     _DecodePool,
-    _Progress,
     default_workers,
     expand_inputs,
     load_video_embedder,
@@ -253,8 +253,8 @@ def classify_video_files(
             results[idx].labels = [(labels[j], float(row[j])) for j in order]
         pending.clear()
 
-    settings = _ClipSettings(processor.to_dict(), embedder.num_frames, None, None)
-    bar = _Progress(len(paths), progress, 10.0, name="classify")
+    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None)
+    bar = Progress(len(paths), progress, 10.0, name="classify")
     done = failed = 0
     try:
         num_workers = default_workers(len(paths)) if workers is None else workers
