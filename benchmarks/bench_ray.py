@@ -29,7 +29,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -37,31 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _videos import make_video  # noqa: E402
+from bench_embed import load_text, make_videos  # noqa: E402  (the same generated clips and load report)
 
 from videoprism import VideoPrismClipModel, VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig  # noqa: E402
 from videoprism.ray_engine import embed_videos_ray  # noqa: E402
 from videoprism.video_processing import VideoPrismVideoProcessor  # noqa: E402
-
-
-def load_text() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def make_videos(folder: Path, count: int, seconds: float, fps: int, size: tuple[int, int]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    for i in range(count):
-        path = folder / f"clip_{i:03d}.mp4"
-        if not path.exists():
-            tmp = folder / f".tmp_{path.name}"
-            make_video(tmp, num_frames=round(seconds * fps), fps=fps, size=size, gop=None, pattern="ramp")
-            tmp.rename(path)
-    took = time.perf_counter() - t0
-    print(f"videos: {count} x {seconds:g} s {size[0]}x{size[1]} @ {fps} fps in {folder} ({took:.0f} s)")
 
 
 def save_model(folder: Path, width: int) -> int:

@@ -92,15 +92,12 @@ def _flex_attention_fn(compiled: bool):
         return None
     if not compiled:
         return flex_attention
-    # Static shapes: each new (batch, length, dtype) compiles its own kernel once (see _recompile_headroom).
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def _recompile_headroom():
-    """Room for one flex kernel per shape: past dynamo's default limit (8) it would silently run unfused."""
+    # Static shapes: each new (batch, length, dtype) compiles its own kernel once. Past dynamo's default recompile
+    # limit (8) flex would silently run unfused, so the process-wide limit is raised (never lowered) once, here.
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    return config.patch(**{name: max(getattr(config, name), FLEX_RECOMPILE_LIMIT)})
+    setattr(config, name, max(getattr(config, name), FLEX_RECOMPILE_LIMIT))
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
@@ -151,11 +148,8 @@ def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
         # one axis (at most 65535: "CUDA driver error: invalid argument" on an H100); the main kernel has not.
         options = {"FORCE_USE_FLEX_ATTENTION": True}
     call = functools.partial(fn, q, k, v, score_mod=score_mod, scale=1.0, kernel_options=options)
-    if torch.compiler.is_compiling():
+    if q.is_cuda or torch.compiler.is_compiling():
         return call()
-    if q.is_cuda:
-        with _recompile_headroom():
-            return call()
     with warnings.catch_warnings():  # eager flex on CPU is exact, just not fused: no need to warn
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         return call()

@@ -62,9 +62,9 @@ __all__ = [
     "model_id_for",
     "window_bounds",
 ]
-# Not exported, but the engines' shared parts (ray_engine.py and search.py use them too): ClipSettings,
-# VideoState, Progress, POLL_S, checked_inputs, check_settings, resume_key, load_processor, resolve_dtype,
-# decoding_worker_process.
+# Not exported, but the engines' shared parts (ray_engine.py and search.py use them too): ClipSettings, VideoState,
+# plan_videos, add_clip, failure_row, write_clip_rows, Progress, POLL_S, checked_inputs, check_settings, resume_key,
+# load_processor, resolve_dtype, decoding_worker_process, DecodePool.
 
 DEFAULT_MODEL = "google/videoprism-lvt-base-f16r288"
 
@@ -369,7 +369,7 @@ def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, 
             result_q.cancel_join_thread()  # nobody reads any more: do not block exit flushing the pipe
 
 
-class _DecodePool:
+class DecodePool:
     """Workers decoding ``paths`` into clips; ``events()`` yields what they produce, in arrival order.
 
     Events: ``("clip", idx, meta, pixels)``, ``("done", idx)``, ``("fail", idx, error)``, ``("warn", idx, message)``.
@@ -515,7 +515,7 @@ class _DecodePool:
         self.task_q.close()
         self.result_q.close()
 
-    def __enter__(self) -> _DecodePool:
+    def __enter__(self) -> DecodePool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -814,6 +814,64 @@ class VideoState:
         return meta, self.total / self.expected
 
 
+def add_clip(
+    states: dict[int, VideoState], idx: int, meta: dict[str, Any], embedding: np.ndarray, windowed: bool, summary
+) -> tuple[dict[str, Any], np.ndarray] | None:
+    """Counts an embedded clip of video ``idx``; returns the pooled row (meta, mean) that completes a windowed video."""
+    state = states.setdefault(idx, VideoState())
+    state.expected = meta["video_rows"] - 1 if windowed else 1
+    state.duration, state.num_frames_total = meta["duration"], meta["num_frames_total"]
+    if not state.add_clip(meta, embedding, windowed):
+        return None
+    summary.embedded += 1
+    del states[idx]
+    return state.pooled_row() if windowed else None
+
+
+def failure_row(key: tuple[str, int, int], error: str, summary, bar) -> dict[str, Any]:
+    """Counts and reports a failed video; returns its failure row."""
+    path, size, mtime = key
+    summary.failures.append((path, error))
+    summary.failed += 1
+    bar.write(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
+    return {"path": path, "size": size, "mtime_ns": mtime, "error": error}
+
+
+def plan_videos(
+    paths: list[str], writer: EmbeddingStore | None, retry_failed: bool, summary
+) -> tuple[list[tuple[str, int, int]], list[dict[str, Any]]]:
+    """The resume keys still to embed, and failure rows for files that cannot be stat'ed; counts skips and failures."""
+    keys: list[tuple[str, int, int]] = []
+    failures: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            key = resume_key(path)
+        except OSError as err:  # vanished or unreadable since the inputs were listed
+            error = f"cannot stat the file ({err})"
+            failures.append({"path": path, "size": 0, "mtime_ns": 0, "error": error})
+            summary.failures.append((path, error))
+            summary.failed += 1
+            continue
+        if writer is not None and writer.is_done(*key):
+            recorded_failure = bool((writer.status(key[0]) or {}).get("failed"))
+            if not (retry_failed and recorded_failure):
+                summary.skipped += 1
+                summary.skipped_failed += recorded_failure
+                continue
+        keys.append(key)
+    return keys, failures
+
+
+def write_clip_rows(writer, records, embeds, frame_embeds, pooled_records, pooled) -> None:
+    """Clip rows and the pooled rows they complete, in one write unless the clip rows carry frame embeddings."""
+    if pooled and frame_embeds is None:
+        writer.write_batch(records + pooled_records, np.concatenate([embeds, np.stack(pooled)]))
+    else:
+        writer.write_batch(records, embeds, frame_embeds)
+        if pooled:  # a pooled row has no frames of its own; rows of one write share the frames layout
+            writer.write_batch(pooled_records, np.stack(pooled))
+
+
 def checked_inputs(inputs, window: float | None, stride: float | None) -> list[str]:
     """The expanded video paths, after the window settings both engines share are validated."""
     if stride is not None and window is None:
@@ -938,23 +996,7 @@ def embed_videos(
         # Checked even when there is nothing to do: a re-run with other settings must not look like a success.
         check_settings(store, embedder.num_frames if embedder else load_processor(model, num_frames).num_frames,
                         window, stride)  # fmt: skip
-        keys: list[tuple[str, int, int]] = []
-        failures: list[dict[str, Any]] = []
-        for path in paths:
-            try:
-                key = resume_key(path)
-            except OSError as err:  # vanished or unreadable since the inputs were listed
-                failures.append({"path": path, "size": 0, "mtime_ns": 0, "error": f"cannot stat the file ({err})"})
-                summary.failures.append((path, failures[-1]["error"]))
-                continue
-            if writer.is_done(*key):
-                recorded_failure = bool((writer.status(key[0]) or {}).get("failed"))
-                if not (retry_failed and recorded_failure):
-                    summary.skipped += 1
-                    summary.skipped_failed += recorded_failure
-                    continue
-            keys.append(key)
-        summary.failed = len(failures)
+        keys, failures = plan_videos(paths, writer, retry_failed, summary)
         if failures:
             writer.write_failures(failures)
         if keys:
@@ -1004,20 +1046,11 @@ def _run(
             records = [record(idx, meta) for idx, meta, _ in pending]
             pooled_records, pooled = [], []
             for (idx, meta, _), emb in zip(pending, embeds, strict=True):
-                if states[idx].add_clip(meta, emb, windowed):
-                    summary.embedded += 1
-                    if windowed:
-                        row, mean = states[idx].pooled_row()
-                        pooled_records.append(record(idx, row))
-                        pooled.append(mean)
-                    del states[idx]
+                if (done := add_clip(states, idx, meta, emb, windowed, summary)) is not None:
+                    pooled_records.append(record(idx, done[0]))
+                    pooled.append(done[1])
             summary.clips += len(pending)
-            if pooled and frame_embeds is None:
-                writer.write_batch(records + pooled_records, np.concatenate([embeds, np.stack(pooled)]))
-            else:
-                writer.write_batch(records, embeds, frame_embeds)
-                if pooled:  # a pooled row has no frames of its own; rows of one write share the frames layout
-                    writer.write_batch(pooled_records, np.stack(pooled))
+            write_clip_rows(writer, records, embeds, frame_embeds, pooled_records, pooled)
             pending.clear()
         if failures:
             writer.write_failures(failures)
@@ -1028,25 +1061,17 @@ def _run(
     queue_size = queue_size or 2 * batch_size
     t0 = time.perf_counter()
     try:
-        with _DecodePool([k[0] for k in keys], settings, num_workers, queue_size) as pool:
+        with DecodePool([k[0] for k in keys], settings, num_workers, queue_size) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
-                    meta = event[2]
-                    state = states.setdefault(idx, VideoState())
-                    state.expected = meta["video_rows"] - 1 if windowed else 1
-                    state.duration, state.num_frames_total = meta["duration"], meta["num_frames_total"]
-                    pending.append((idx, meta, event[3]))
+                    pending.append((idx, event[2], event[3]))
                     if len(pending) >= batch_size:
                         flush()
                 elif kind == "fail":
                     pending[:] = [p for p in pending if p[0] != idx]
                     states.pop(idx, None)
-                    path, size, mtime = keys[idx]
-                    failures.append({"path": path, "size": size, "mtime_ns": mtime, "error": event[2]})
-                    summary.failures.append((path, event[2]))
-                    summary.failed += 1
-                    bar.write(f"failed: {event[2] if event[2].startswith(path) else f'{path}: {event[2]}'}")
+                    failures.append(failure_row(keys[idx], event[2], summary, bar))
                     if len(failures) >= batch_size:
                         flush()
                     else:

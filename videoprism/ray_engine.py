@@ -62,14 +62,17 @@ from .embedding import (
     EmbedSummary,
     Progress,
     VideoState,
+    add_clip,
     check_settings,
     checked_inputs,
     decoding_worker_process,
+    failure_row,
     load_processor,
     load_video_embedder,
     model_id_for,
+    plan_videos,
     resolve_dtype,
-    resume_key,
+    write_clip_rows,
 )
 from .store import MANIFEST_NAME, EmbeddingStore
 
@@ -407,24 +410,9 @@ def embed_videos_ray(
     with _LazyWriter(store, model_id) as lazy:
         if lazy.writer is not None:
             check_settings(store, processor.num_frames, window, stride)
-        keys: list[tuple[str, int, int]] = []
-        for path in paths:
-            try:
-                key = resume_key(path)
-            except OSError as err:  # vanished or unreadable since the inputs were listed
-                error = f"cannot stat the file ({err})"
-                lazy.write_failures([{"path": path, "size": 0, "mtime_ns": 0, "error": error}])
-                summary.failures.append((path, error))
-                summary.failed += 1
-                continue
-            writer = lazy.writer
-            if writer is not None and writer.is_done(*key):
-                recorded_failure = bool((writer.status(key[0]) or {}).get("failed"))
-                if not (retry_failed and recorded_failure):
-                    summary.skipped += 1
-                    summary.skipped_failed += recorded_failure
-                    continue
-            keys.append(key)
+        keys, failures = plan_videos(paths, lazy.writer, retry_failed, summary)
+        if failures:
+            lazy.write_failures(failures)
         if keys:
             settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride)
             actor_args = {"model": model_id, "device": device, "dtype": dtype, "num_frames": num_frames,
@@ -585,38 +573,21 @@ def _write_results(
                 if kind == "note" or idx in failed:
                     continue  # warnings only, or a clip of a video that failed later, arriving after its failure row
                 if kind == "fail":
-                    error = str(error)
                     failed.add(idx)
                     states.pop(idx, None)
-                    path, size, mtime = keys[idx]
-                    failures.append({"path": path, "size": size, "mtime_ns": mtime, "error": error})
-                    summary.failures.append((path, error))
-                    summary.failed += 1
-                    bar.write(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
+                    failures.append(failure_row(keys[idx], str(error), summary, bar))
                     continue
                 meta = json.loads(str(meta_json))
-                state = states.setdefault(idx, VideoState())
-                state.expected = meta["video_rows"] - 1 if windowed else 1
-                state.duration, state.num_frames_total = meta["duration"], meta["num_frames_total"]
                 records.append(record(idx, meta))
                 rows.append(i)
-                if state.add_clip(meta, batch["embedding"][i], windowed):
-                    summary.embedded += 1
-                    if windowed:
-                        row, mean = state.pooled_row()
-                        pooled_records.append(record(idx, row))
-                        pooled.append(mean)
-                    del states[idx]
+                if (done := add_clip(states, idx, meta, batch["embedding"][i], windowed, summary)) is not None:
+                    pooled_records.append(record(idx, done[0]))
+                    pooled.append(done[1])
             if records:
                 embeds = batch["embedding"][rows]
                 frame_embeds = batch["frame_embeddings"][rows] if "frame_embeddings" in batch else None
                 summary.clips += len(records)
-                if pooled and frame_embeds is None:
-                    writer.write_batch(records + pooled_records, np.concatenate([embeds, np.stack(pooled)]))
-                else:
-                    writer.write_batch(records, embeds, frame_embeds)
-                    if pooled:  # a pooled row has no frames of its own; rows of one write share the frames layout
-                        writer.write_batch(pooled_records, np.stack(pooled))
+                write_clip_rows(writer, records, embeds, frame_embeds, pooled_records, pooled)
             if failures:
                 writer.write_failures(failures)
             update()

@@ -19,11 +19,11 @@ import torch
 from .embedding import (
     DEFAULT_MODEL,
     ClipSettings,
+    DecodePool,
     EmbedSettingsError,
     NoVideosFoundError,
     Progress,
     VideoEmbedder,
-    _DecodePool,
     default_workers,
     expand_inputs,
     load_video_embedder,
@@ -258,7 +258,7 @@ def classify_video_files(
     done = failed = 0
     try:
         num_workers = default_workers(len(paths)) if workers is None else workers
-        with _DecodePool(paths, settings, num_workers, 2 * batch_size) as pool:
+        with DecodePool(paths, settings, num_workers, 2 * batch_size) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
