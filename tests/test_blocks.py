@@ -1,8 +1,14 @@
-"""Per-call work folded away in the building blocks stays correct when weights change."""
+"""Per-call work folded away in the building blocks stays correct: weight updates, blockwise CPU inference."""
 
+import subprocess
+import sys
+
+import pytest
 import torch
 import torch.nn.functional as F
+from _checkpoints import save_tiny_clip_model
 
+from videoprism import VideoPrismClipModel, _malloc, modeling
 from videoprism.modeling import VideoPrismLayerNorm
 
 
@@ -41,3 +47,65 @@ def test_layernorm_under_inference_mode():
         norm = VideoPrismLayerNorm(8, 1e-6)
         x = torch.randn(3, 8)
         torch.testing.assert_close(norm(x), reference(norm, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("block_rows", [3, 40])
+def test_blockwise_inference_equals_the_whole_tensor_path(tmp_path, monkeypatch, block_rows):
+    """Blocks of a few rows (ragged ends, several per sequence) or of whole sequences; masks sliced per block; the
+    in-place reuse of a stage's own tensor leaves returned hidden states and the vision output alone."""
+    model = VideoPrismClipModel.from_pretrained(save_tiny_clip_model(tmp_path)).eval()
+    monkeypatch.setattr(modeling, "BLOCK_ROWS", block_rows)
+    video = torch.rand(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    frame_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    ids = torch.randint(1, 160, (3, 7), generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(7)[None] < torch.tensor([[7], [4], [1]])).long()
+
+    def run():
+        video_out = model.video_model(video, frame_mask, output_hidden_states=True)
+        return video_out, model.text_model(ids, mask, output_hidden_states=True)
+
+    with torch.enable_grad():  # the whole-tensor path (autograd)
+        whole = run()
+    with torch.no_grad():
+        blocks = run()
+        vision_alone = model.video_model.vision_model(video, frame_mask).last_hidden_state
+        aux_only = model.video_model(video, frame_mask).last_hidden_state  # no hidden states: reuses in place
+    pairs = [
+        (aux_only, whole[0].last_hidden_state),
+        (blocks[0].vision_model_output.last_hidden_state, vision_alone),
+    ]
+    for block_out, whole_out in zip(blocks, whole, strict=True):
+        pairs += [
+            (block_out.pooler_output, whole_out.pooler_output),
+            (block_out.last_hidden_state, whole_out.last_hidden_state),
+        ]
+        pairs += zip(block_out.hidden_states, whole_out.hidden_states, strict=True)
+    for actual, expected in pairs:
+        torch.testing.assert_close(actual, expected.detach(), rtol=0, atol=2e-6)
+
+
+MALLOC_SCRIPT = """
+import ctypes, sys
+from videoprism import _malloc
+if sys.argv[1] == "raised":
+    _malloc.raise_heap_thresholds()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+block = libc.malloc(20 << 20)  # a block's worth of intermediates
+size_field = ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value
+libc.free(block)
+print(bool(size_field & 2))  # glibc's IS_MMAPPED chunk bit: a fresh mapping, returned to the kernel on free
+"""
+
+
+@pytest.mark.skipif(not _malloc.is_glibc(), reason="a glibc heap tuning")
+def test_raised_heap_thresholds_serve_a_block_from_the_heap():
+    """After the hint glibc serves 20 MB from its heap (kept and reused after free); before it, from a new mapping."""
+    mapped = {}
+    for mode in ("raised", "plain"):
+        done = subprocess.run([sys.executable, "-c", MALLOC_SCRIPT, mode], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        mapped[mode] = done.stdout.split()[-1]
+    assert mapped == {"raised": "False", "plain": "True"}

@@ -16,6 +16,7 @@ from videoprism import (
     VideoPrismVideoModel,
     VideoPrismVisionConfig,
     VideoPrismVisionModel,
+    modeling,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "videoprism_flax"
@@ -127,6 +128,14 @@ def test_lvt(normalize, attn):
             assert_close(out.logits_per_video, io[f"{case}/output/similarity_logits"], 1e-4)
             probs = torch.softmax(out.logits_per_video, dim=1)
             assert_close(probs, io[f"{case}/output/similarity_probs_over_texts"], 1e-5)
+
+
+@pytest.mark.parametrize("block_rows", [5, 64])
+def test_blockwise_cpu_inference(monkeypatch, block_rows):
+    """CPU inference runs layers in row blocks (BLOCK_ROWS never splits these small fixtures): force the split."""
+    monkeypatch.setattr(modeling, "BLOCK_ROWS", block_rows)
+    test_video_encoder("chunked")
+    test_lvt(True, "chunked")
 
 
 def test_lvt_submodels_load_from_the_lvt_file():

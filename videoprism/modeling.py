@@ -25,9 +25,31 @@ from ._attention import (
     sdpa_attention,
 )
 from ._loading import PreTrainedMixin
+from ._malloc import raise_heap_thresholds
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
 
 FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
+
+# CPU inference runs each layer over blocks of about this many fp32 token rows (whole sequences; MLP rows alone for
+# one long sequence), half as many in bf16/fp16 (fastest on AMX). Every intermediate then stays a few MB and is
+# reused from the heap; full-size ones came as fresh pages from the kernel on every call (10-20% of a forward).
+BLOCK_ROWS = 1024
+
+
+def _block_rows(x: torch.Tensor) -> int:
+    return BLOCK_ROWS if x.element_size() >= 4 else max(1, BLOCK_ROWS // 2)
+
+
+def _blockwise(x: torch.Tensor) -> bool:
+    """Whether layers run block by block: CPU inference outside a compiled graph (autograd needs whole tensors; GPU
+    allocators cache memory and GPUs want big kernels)."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def _rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """The block's part of a per-sequence mask; a mask shared by all sequences stays whole."""
+    return mask[rows] if mask is not None and mask.shape[0] > 1 else mask
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -205,7 +227,7 @@ class VideoPrismAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def _scaled_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One (3D, D) projection whose query rows carry Dh**-0.5 / cap, so no pass over q or the scores scales."""
         q_scale = self.head_dim**-0.5 / (self.softcap or 1.0)
         weight = torch.cat([self.q_proj.weight * q_scale, self.k_proj.weight, self.v_proj.weight])
@@ -213,7 +235,8 @@ class VideoPrismAttention(nn.Module):
             return weight, None
         return weight, torch.cat([self.q_proj.bias * q_scale, self.k_proj.bias, self.v_proj.bias])
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None = None, output_attentions: bool = False):
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None = None, output_attentions: bool = False, qkv=None):
+        """`qkv`: this layer's `fused_qkv()`, when the caller already has it (blockwise inference)."""
         probs = None
         implementation = resolve_implementation(self.attn_implementation, x.device)
         if implementation == "eager" or output_attentions:
@@ -223,7 +246,7 @@ class VideoPrismAttention(nn.Module):
             )
         else:
             # (B, L, 3, H, Dh) -> (3, B, H, L, Dh) in one copy; q, k, v are then contiguous per head.
-            qkv = F.linear(x, *self._scaled_qkv()).unflatten(-1, (3, self.num_heads, self.head_dim))
+            qkv = F.linear(x, *(qkv or self.fused_qkv())).unflatten(-1, (3, self.num_heads, self.head_dim))
             q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
             out = FAST_ATTENTION[implementation](q, k, v, allowed, self.softcap)
         return self.o_proj(out.transpose(1, 2).flatten(2)), probs
@@ -239,6 +262,20 @@ class VideoPrismMLP(nn.Module):
         self.act = nn.ReLU() if self.relu else nn.GELU(approximate="none")
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        rows, block_rows = x.shape[:-1].numel(), _block_rows(x)
+        if rows <= block_rows or not _blockwise(x):
+            return self._transform(x, keep)
+        # Inference on many rows: row blocks, so the 4D-wide hidden activation stays small.
+        flat = x.reshape(rows, -1)
+        if keep is not None:
+            keep = keep.expand(*x.shape[:-1], 1).reshape(rows, 1)
+        out = flat.new_empty(rows, self.fc2.out_features)
+        for start in range(0, rows, block_rows):
+            block = slice(start, start + block_rows)
+            out[block] = self._transform(flat[block], _rows(keep, block))
+        return out.view(*x.shape[:-1], -1)
+
+    def _transform(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         hidden = self.fc1(x)
         # In place when no gradient is needed: one 4D-wide activation less to allocate.
         if torch.is_grad_enabled():
@@ -273,18 +310,32 @@ class VideoPrismLayer(nn.Module):
             config.qkv_bias,
         )
 
-    def forward(self, x, allowed=None, keep=None, output_attentions=False):
-        attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
-        x = x + attn
-        x = x + self.mlp(self.layernorm_after(x), keep)
-        return x, probs
+    def forward(self, x, allowed=None, keep=None, output_attentions=False, out=None):
+        """`out`: where blockwise inference may write the result (may be `x` itself); ignored otherwise."""
+        if output_attentions or not _blockwise(x):
+            attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
+            x = x + attn
+            x = x + self.mlp(self.layernorm_after(x), keep)
+            return x, probs
+        # Inference: blocks of whole sequences (attention never crosses them), the fused q/k/v weight built once.
+        raise_heap_thresholds()
+        out = torch.empty_like(x) if out is None else out
+        qkv = self.attention.fused_qkv()
+        per_block = max(1, _block_rows(x) // x.shape[1])
+        for start in range(0, x.shape[0], per_block):
+            rows = slice(start, start + per_block)
+            h = x[rows] + self.attention(self.layernorm_before(x[rows]), _rows(allowed, rows), qkv=qkv)[0]
+            out[rows] = h + self.mlp(self.layernorm_after(h), _rows(keep, rows))
+        return out, None
 
 
 def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
     states = (x,) if output_hidden_states else None
     probs_all = () if output_attentions else None
-    for layer in layers:
-        x, probs = layer(x, allowed, keep, output_attentions)
+    for index, layer in enumerate(layers):
+        # After the first layer x is this loop's own tensor: blockwise inference may overwrite it in place.
+        reuse = x if index and not output_hidden_states else None
+        x, probs = layer(x, allowed, keep, output_attentions, out=reuse)
         if output_hidden_states:
             states += (x,)
         if output_attentions:
