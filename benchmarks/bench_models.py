@@ -228,8 +228,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    with tempfile.TemporaryDirectory(prefix="videoprism-bench-") as folder:  # ~1.5 GB of weights and outputs
+        tables(args, Path(folder))
 
-    folder = Path(tempfile.mkdtemp(prefix="videoprism-bench-"))
+
+def tables(args, folder: Path) -> None:
     perturbed_models(folder)
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "

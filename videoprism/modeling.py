@@ -30,7 +30,7 @@ from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVis
 
 FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
 
-# CPU inference runs each layer over blocks of about this many fp32 token rows (whole sequences; MLP rows alone for
+# CPU inference runs each layer over blocks of about this many fp32 token rows (whole sequences; query rows for
 # one long sequence), half as many in bf16/fp16 (fastest on AMX). Every intermediate then stays a few MB and is
 # reused from the heap; full-size ones came as fresh pages from the kernel on every call (10-20% of a forward).
 BLOCK_ROWS = 1024
@@ -235,21 +235,32 @@ class VideoPrismAttention(nn.Module):
             return weight, None
         return weight, torch.cat([self.q_proj.bias * q_scale, self.k_proj.bias, self.v_proj.bias])
 
+    def implementation(self, x: torch.Tensor) -> str:
+        return resolve_implementation(self.attn_implementation, x.device)
+
+    def project(self, x: torch.Tensor, qkv=None) -> torch.Tensor:
+        """(B, L, 3, H, Dh) heads from one fused projection, q pre-scaled for the fast paths; `qkv`: `fused_qkv()`
+        when the caller already has it."""
+        return F.linear(x, *(qkv or self.fused_qkv())).unflatten(-1, (3, self.num_heads, self.head_dim))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """The fast exact path on (B, H, L, Dh) heads from `project`."""
+        return FAST_ATTENTION[self.implementation(q)](q, k, v, allowed, self.softcap)
+
+    def merge(self, heads: torch.Tensor) -> torch.Tensor:
+        """(B, H, L, Dh) -> output projection (B, L, D)."""
+        return self.o_proj(heads.transpose(1, 2).flatten(2))
+
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None = None, output_attentions: bool = False, qkv=None):
-        """`qkv`: this layer's `fused_qkv()`, when the caller already has it (blockwise inference)."""
-        probs = None
-        implementation = resolve_implementation(self.attn_implementation, x.device)
-        if implementation == "eager" or output_attentions:
+        if self.implementation(x) == "eager" or output_attentions:
             q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
             out, probs = reference_attention(
                 q, k, v, allowed, self.softcap, self.head_dim**-0.5, output_attentions=output_attentions
             )
-        else:
-            # (B, L, 3, H, Dh) -> (3, B, H, L, Dh) in one copy; q, k, v are then contiguous per head.
-            qkv = F.linear(x, *(qkv or self.fused_qkv())).unflatten(-1, (3, self.num_heads, self.head_dim))
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-            out = FAST_ATTENTION[implementation](q, k, v, allowed, self.softcap)
-        return self.o_proj(out.transpose(1, 2).flatten(2)), probs
+            return self.merge(out), probs
+        # (B, L, 3, H, Dh) -> (3, B, H, L, Dh) in one copy; q, k, v are then contiguous per head.
+        q, k, v = self.project(x, qkv).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        return self.merge(self.attend(q, k, v, allowed)), None
 
 
 class VideoPrismMLP(nn.Module):
@@ -262,20 +273,6 @@ class VideoPrismMLP(nn.Module):
         self.act = nn.ReLU() if self.relu else nn.GELU(approximate="none")
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        rows, block_rows = x.shape[:-1].numel(), _block_rows(x)
-        if rows <= block_rows or not _blockwise(x):
-            return self._transform(x, keep)
-        # Inference on many rows: row blocks, so the 4D-wide hidden activation stays small.
-        flat = x.reshape(rows, -1)
-        if keep is not None:
-            keep = keep.expand(*x.shape[:-1], 1).reshape(rows, 1)
-        out = flat.new_empty(rows, self.fc2.out_features)
-        for start in range(0, rows, block_rows):
-            block = slice(start, start + block_rows)
-            out[block] = self._transform(flat[block], _rows(keep, block))
-        return out.view(*x.shape[:-1], -1)
-
-    def _transform(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         hidden = self.fc1(x)
         # In place when no gradient is needed: one 4D-wide activation less to allocate.
         if torch.is_grad_enabled():
@@ -321,12 +318,35 @@ class VideoPrismLayer(nn.Module):
         raise_heap_thresholds()
         out = torch.empty_like(x) if out is None else out
         qkv = self.attention.fused_qkv()
-        per_block = max(1, _block_rows(x) // x.shape[1])
+        block_rows = _block_rows(x)
+        if x.shape[1] > block_rows and self.attention.implementation(x) != "eager":
+            for index in range(x.shape[0]):
+                one = slice(index, index + 1)
+                self._long_sequence(x[one], _rows(allowed, one), _rows(keep, one), out[one], qkv, block_rows)
+            return out, None
+        per_block = max(1, block_rows // x.shape[1])
         for start in range(0, x.shape[0], per_block):
             rows = slice(start, start + per_block)
             h = x[rows] + self.attention(self.layernorm_before(x[rows]), _rows(allowed, rows), qkv=qkv)[0]
             out[rows] = h + self.mlp(self.layernorm_after(h), _rows(keep, rows))
         return out, None
+
+    def _long_sequence(self, x, allowed, keep, out, qkv, block_rows) -> None:
+        """One sequence longer than a block: all its heads first, then attention, output projection and MLP per block
+        of query rows, so only the heads are full size (`out` may be `x`: its rows are read before they are written)."""
+        length = x.shape[1]
+        attention = self.attention
+        heads = x.new_empty(3, 1, attention.num_heads, length, attention.head_dim)
+        for start in range(0, length, block_rows):
+            rows = slice(start, start + block_rows)
+            heads[:, :, :, rows] = attention.project(self.layernorm_before(x[:, rows]), qkv).permute(2, 0, 3, 1, 4)
+        q, k, v = heads.unbind(0)
+        for start in range(0, length, block_rows):
+            rows = slice(start, start + block_rows)
+            mask = allowed[..., rows, :] if allowed is not None and allowed.shape[-2] == length else allowed
+            h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, mask))
+            keep_rows = keep[:, rows] if keep is not None and keep.shape[1] == length else keep
+            out[:, rows] = h + self.mlp(self.layernorm_after(h), keep_rows)
 
 
 def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
