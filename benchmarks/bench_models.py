@@ -10,7 +10,7 @@ On CPU each measurement runs in its own subprocess (so peak RSS is that variant'
 by round and the table reports medians. On CUDA all variants share one process: peak memory comes from the
 allocator's statistics, timings are medians of --iters calls after a warm-up (and compiling) call. GFLOP/s counts
 the standard model FLOPs (both implementations get the same count) and is compared with this machine's matmul
-throughput at the model's GEMM shapes, measured in the same run.
+throughput at the model's GEMM shapes, measured in every round of the same run (median).
 """
 
 from __future__ import annotations
@@ -252,12 +252,6 @@ def tables(args, folder: Path) -> None:
     if args.device.startswith("cuda"):
         return cuda_table(args, folder)
 
-    throughput = {name: matmul_throughput(dtype, args.device) for name, dtype in DTYPES.items() if name != "fp16"}
-    print(
-        f"matmul at the model's GEMM shapes: fp32 {throughput['fp32']:.0f} GFLOP/s, "
-        f"bf16 {throughput['bf16']:.0f} GFLOP/s"
-    )
-
     groups = []
     for batch in args.batches:
         groups.append(("vision", batch))
@@ -276,7 +270,10 @@ def tables(args, folder: Path) -> None:
             variants.append(dict(base, impl="ours", dtype="bf16", compile=True))
 
     results = {i: {"times": [], "rss": []} for i in range(len(variants))}
+    probes = {"fp32": [], "bf16": []}  # the matmul probe runs every round too, so it sees the same machine state
     for round_index in range(args.rounds):
+        for name in probes:
+            probes[name].append(matmul_throughput(DTYPES[name], args.device))
         for i, variant in enumerate(variants):
             save = folder / f"out{i}.npz" if round_index == 0 else None
             result = measure(variant, folder, args.device, args.iters, save)
@@ -284,6 +281,12 @@ def tables(args, folder: Path) -> None:
             results[i]["rss"].append(result["peak_gpu_mb"] or result["peak_rss_mb"])
             print(f"round {round_index + 1} {variant}: {result['times'][0]:.2f} s", file=sys.stderr)
 
+    throughput = {name: statistics.median(values) for name, values in probes.items()}
+    print(
+        f"matmul at the model's GEMM shapes (median of {args.rounds} rounds): fp32 {throughput['fp32']:.0f} GFLOP/s "
+        f"({min(probes['fp32']):.0f}-{max(probes['fp32']):.0f}), bf16 {throughput['bf16']:.0f} GFLOP/s "
+        f"({min(probes['bf16']):.0f}-{max(probes['bf16']):.0f})"
+    )
     mem = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(
         f"\n| model | batch | implementation | dtype | seconds | x transformers fp32 | GFLOP/s | of matmul peak "
