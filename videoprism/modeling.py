@@ -328,7 +328,7 @@ class VideoPrismLayer(nn.Module):
         for start in range(0, x.shape[0], per_block):
             rows = slice(start, start + per_block)
             h = x[rows] + self.attention(self.layernorm_before(x[rows]), _rows(allowed, rows), qkv=qkv)[0]
-            out[rows] = h + self.mlp(self.layernorm_after(h), _rows(keep, rows))
+            torch.add(h, self.mlp(self.layernorm_after(h), _rows(keep, rows)), out=out[rows])
         return out, None
 
     def _long_sequence(self, x, allowed, keep, out, qkv, block_rows) -> None:
@@ -346,7 +346,7 @@ class VideoPrismLayer(nn.Module):
             mask = allowed[..., rows, :] if allowed is not None and allowed.shape[-2] == length else allowed
             h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, mask))
             keep_rows = keep[:, rows] if keep is not None and keep.shape[1] == length else keep
-            out[:, rows] = h + self.mlp(self.layernorm_after(h), keep_rows)
+            torch.add(h, self.mlp(self.layernorm_after(h), keep_rows), out=out[:, rows])
 
 
 def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
