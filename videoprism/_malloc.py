@@ -3,7 +3,7 @@
 glibc serves an allocation above its mmap threshold with a new mapping, and on free returns heap memory above its
 trim threshold (twice the mmap threshold) to the kernel. Both start low and glibc raises them itself when a freed
 mapping shows that the program uses bigger buffers (up to 32 MiB). Until then each block of a blockwise forward
-(about 20 MB of intermediates) gets its memory back from the kernel as new pages: at batch 4 of the base model that
+(20-40 MB of intermediates) gets its memory back from the kernel as new pages: at batch 4 of the base model that
 was about 700 MB of page faults per layer and a fifth of the forward's time. One 24 MiB malloc and free gives glibc
 that evidence up front. A threshold set by the user (mallopt, MALLOC_MMAP_THRESHOLD_) switches glibc's adjustment
 off, and then this changes nothing.
