@@ -32,7 +32,7 @@ FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": 
 
 # CPU inference runs each layer over blocks of about this many fp32 token rows (whole sequences; query rows for
 # one long sequence), half as many in bf16/fp16 (fastest on AMX). Every intermediate then stays a few MB and is
-# reused from the heap; full-size ones came as fresh pages from the kernel on every call (10-20% of a forward).
+# reused from the heap; full-size ones came as fresh pages from the kernel on every call (10-25% of a forward).
 BLOCK_ROWS = 1024
 
 
