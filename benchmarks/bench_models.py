@@ -336,7 +336,7 @@ def cuda_table(args, folder: Path) -> None:
     card_peak = 2 * 8192**3 / timed(functools.partial(torch.matmul, square, square), device, 20) / 1e9
     throughput = {name: matmul_throughput(DTYPES[name], device, rows=131072) for name in ("fp32", "bf16")}
     print(
-        f"bf16 8192^3 matmul: {card_peak / 1000:.0f} TFLOP/s; F.linear at the model's GEMM shapes (131072 rows): "
+        f"bf16 8192^3 matmul: {card_peak / 1000:.0f} TFLOP/s; addmm at the model's GEMM shapes (131072 rows): "
         f"fp32 {throughput['fp32'] / 1000:.1f} TFLOP/s, bf16 {throughput['bf16'] / 1000:.0f} TFLOP/s "
         f"(TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})"
     )

@@ -28,6 +28,16 @@ def large_negative(dtype: torch.dtype = torch.float32) -> float:
     return -0.7 * torch.finfo(dtype).max
 
 
+def sequence_rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """The part of a (B, ...) mask for sequences `rows`; a mask broadcast over sequences stays whole."""
+    return mask[rows] if mask is not None and mask.shape[0] > 1 else mask
+
+
+def query_rows(allowed: torch.Tensor | None, rows: slice, length: int) -> torch.Tensor | None:
+    """The part of a (..., L, S) attention mask for query `rows`; a mask broadcast over queries stays whole."""
+    return allowed[..., rows, :] if allowed is not None and allowed.shape[-2] == length else allowed
+
+
 def _fast_attend(q, k, v, allowed, softcap):
     """Same arithmetic in fewer passes: q arrives scaled by Dh**-0.5 / cap; cap and mask act in place on fp32."""
     inplace = not torch.is_grad_enabled()
@@ -71,10 +81,7 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=v.dtype, device=v.device)
     for start in range(0, length, chunk):
         rows = slice(start, start + chunk)
-        mask = None
-        if allowed is not None:
-            mask = allowed[..., rows, :] if allowed.shape[-2] == length else allowed
-        out[..., rows, :] = _fast_attend(q[..., rows, :], k, v, mask, softcap)
+        out[..., rows, :] = _fast_attend(q[..., rows, :], k, v, query_rows(allowed, rows, length), softcap)
     return out
 
 
@@ -107,21 +114,9 @@ def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     """
     batch, heads = q.shape[:2]
     if isinstance(batch, int) and batch > FLEX_MAX_BATCH:  # the kernel's grid holds at most 65535 sequences
-        pieces = -(-batch // FLEX_MAX_BATCH)
-        size = -(-batch // pieces)
-        batched_mask = allowed is not None and allowed.shape[0] > 1
-        return torch.cat(
-            [
-                flex_attention(
-                    q[i : i + size],
-                    k[i : i + size],
-                    v[i : i + size],
-                    allowed[i : i + size] if batched_mask else allowed,
-                    softcap,
-                )
-                for i in range(0, batch, size)
-            ]
-        )
+        size = -(-batch // -(-batch // FLEX_MAX_BATCH))  # equal pieces, each within the limit
+        parts = [slice(i, i + size) for i in range(0, batch, size)]
+        return torch.cat([flex_attention(q[r], k[r], v[r], sequence_rows(allowed, r), softcap) for r in parts])
     # Inside a compiled model the enclosing graph compiles it; called eagerly on CUDA it needs its own compile.
     fn = _flex_attention_fn(compiled=q.is_cuda and not torch.compiler.is_compiling())
     if fn is None:

@@ -828,12 +828,13 @@ def add_clip(
     return state.pooled_row() if windowed else None
 
 
-def failure_row(key: tuple[str, int, int], error: str, summary, bar) -> dict[str, Any]:
-    """Counts and reports a failed video; returns its failure row."""
+def failure_row(key: tuple[str, int, int], error: str, summary, bar=None) -> dict[str, Any]:
+    """Counts a failed video (and reports it on `bar`); returns its failure row."""
     path, size, mtime = key
     summary.failures.append((path, error))
     summary.failed += 1
-    bar.write(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
+    if bar is not None:
+        bar.write(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
     return {"path": path, "size": size, "mtime_ns": mtime, "error": error}
 
 
@@ -847,10 +848,7 @@ def plan_videos(
         try:
             key = resume_key(path)
         except OSError as err:  # vanished or unreadable since the inputs were listed
-            error = f"cannot stat the file ({err})"
-            failures.append({"path": path, "size": 0, "mtime_ns": 0, "error": error})
-            summary.failures.append((path, error))
-            summary.failed += 1
+            failures.append(failure_row((path, 0, 0), f"cannot stat the file ({err})", summary))
             continue
         if writer is not None and writer.is_done(*key):
             recorded_failure = bool((writer.status(key[0]) or {}).get("failed"))

@@ -20,9 +20,11 @@ from ._attention import (
     DEFAULT_ATTN_IMPLEMENTATION,
     chunked_attention,
     flex_attention,
+    query_rows,
     reference_attention,
     resolve_implementation,
     sdpa_attention,
+    sequence_rows,
 )
 from ._loading import PreTrainedMixin
 from ._malloc import raise_heap_thresholds
@@ -44,11 +46,6 @@ def _blockwise(x: torch.Tensor) -> bool:
     """Whether layers run block by block: CPU inference outside a compiled graph (autograd needs whole tensors; GPU
     allocators cache memory and GPUs want big kernels)."""
     return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-
-def _rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    """The block's part of a per-sequence mask; a mask shared by all sequences stays whole."""
-    return mask[rows] if mask is not None and mask.shape[0] > 1 else mask
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,13 +319,15 @@ class VideoPrismLayer(nn.Module):
         if x.shape[1] > block_rows and self.attention.implementation(x) != "eager":
             for index in range(x.shape[0]):
                 one = slice(index, index + 1)
-                self._long_sequence(x[one], _rows(allowed, one), _rows(keep, one), out[one], qkv, block_rows)
+                self._long_sequence(
+                    x[one], sequence_rows(allowed, one), sequence_rows(keep, one), out[one], qkv, block_rows
+                )
             return out, None
         per_block = max(1, block_rows // x.shape[1])
         for start in range(0, x.shape[0], per_block):
             rows = slice(start, start + per_block)
-            h = x[rows] + self.attention(self.layernorm_before(x[rows]), _rows(allowed, rows), qkv=qkv)[0]
-            torch.add(h, self.mlp(self.layernorm_after(h), _rows(keep, rows)), out=out[rows])
+            h = x[rows] + self.attention(self.layernorm_before(x[rows]), sequence_rows(allowed, rows), qkv=qkv)[0]
+            torch.add(h, self.mlp(self.layernorm_after(h), sequence_rows(keep, rows)), out=out[rows])
         return out, None
 
     def _long_sequence(self, x, allowed, keep, out, qkv, block_rows) -> None:
@@ -343,8 +342,7 @@ class VideoPrismLayer(nn.Module):
         q, k, v = heads.unbind(0)
         for start in range(0, length, block_rows):
             rows = slice(start, start + block_rows)
-            mask = allowed[..., rows, :] if allowed is not None and allowed.shape[-2] == length else allowed
-            h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, mask))
+            h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, query_rows(allowed, rows, length)))
             keep_rows = keep[:, rows] if keep is not None and keep.shape[1] == length else keep
             torch.add(h, self.mlp(self.layernorm_after(h), keep_rows), out=out[:, rows])
 
