@@ -1,0 +1,81 @@
+"""Where our fp32 CPU forward spends its time, and the best ratio to transformers this CPU allows.
+
+    python benchmarks/profile_cpu.py                      # base vision, batch 1
+    python benchmarks/profile_cpu.py --kind clip          # LvT-B clip model (1 video, 5 prompts)
+
+In one run, on the same random weights and input: ours, transformers eager, and transformers eager with a tuned heap
+(`bench_models.TUNED_HEAP`) alternate, each call in its own subprocess (medians); the matmul probe of
+`bench_models.py` runs every round; then one of our forwards is profiled by operator. The ceiling is the ratio to
+transformers if every model FLOP ran at the probe's speed and nothing else took time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from bench_models import TUNED_HEAP, inputs, load, matmul_throughput, measure, model_flops, perturbed_models, run_once
+from torch.profiler import ProfilerActivity, profile
+
+GROUPS = {"aten::addmm": "GEMMs (addmm, mm)", "aten::mm": "GEMMs (addmm, mm)", "aten::bmm": "attention matmuls (bmm)"}
+WRAPPERS = ("aten::linear", "aten::matmul")  # their time is their children's
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", choices=("vision", "clip"), default="vision")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    variants = {
+        "ours": dict(impl="ours"),
+        "transformers": dict(impl="transformers"),
+        "transformers (heap tuned)": dict(impl="transformers", env=TUNED_HEAP),
+    }
+    times = {name: [] for name in variants}
+    probes = []
+    with tempfile.TemporaryDirectory(prefix="videoprism-profile-") as folder:
+        perturbed_models(Path(folder))
+        for _ in range(args.rounds):
+            probes.append(matmul_throughput(torch.float32, "cpu"))
+            for name, variant in variants.items():
+                variant = dict(variant, kind=args.kind, batch=args.batch, dtype="fp32")
+                times[name] += measure(variant, Path(folder), "cpu", iters=1)["times"]
+        model = load("ours", args.kind, Path(folder), torch.float32, "cpu", None)
+    video, ids, mask = inputs(args.kind, args.batch, 16, "cpu")
+    with torch.no_grad():
+        run_once("ours", args.kind, model, video, ids, mask, False)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            run_once("ours", args.kind, model, video, ids, mask, False)
+
+    parts = {"GEMMs (addmm, mm)": [0.0, 0.0], "attention matmuls (bmm)": [0.0, 0.0], "everything else": [0.0, 0.0]}
+    for event in prof.key_averages():
+        if event.key not in WRAPPERS:
+            part = parts[GROUPS.get(event.key, "everything else")]
+            part[0] += event.self_cpu_time_total / 1e6
+            part[1] += event.flops if event.key in GROUPS else 0
+    profiled = sum(seconds for seconds, _ in parts.values())
+    probe = statistics.median(probes)
+    flops = model_flops(args.kind, args.batch, 16)
+    floor = flops / probe / 1e9
+    medians = {name: statistics.median(values) for name, values in times.items()}
+
+    print(f"# {args.kind}, batch {args.batch}, fp32, torch {torch.__version__}, {args.rounds} rounds")
+    print(f"matmul probe {probe:.0f} GFLOP/s ({min(probes):.0f}-{max(probes):.0f}); model {flops / 1e12:.3f} TFLOP")
+    print(f"ours {medians['ours']:.2f} s: {floor / medians['ours']:.0%} of the probe's speed ({floor:.2f} s)")
+    print("\n| against | seconds | ours faster by | at most (every FLOP at the probe's speed) |\n|---|---|---|---|")
+    for name, seconds in medians.items():
+        if name != "ours":
+            print(f"| {name} | {seconds:.2f} | {seconds / medians['ours']:.2f}x | {seconds / floor:.2f}x |")
+    print(f"\n| our forward, profiled ({profiled:.2f} s) | seconds | share | GFLOP/s | of probe |")
+    print("|---|---|---|---|---|")
+    for name, (seconds, part_flops) in parts.items():
+        rate = f"{part_flops / seconds / 1e9:.0f} | {part_flops / seconds / 1e9 / probe:.0%}" if part_flops else "- | -"
+        print(f"| {name} | {seconds:.2f} | {seconds / profiled:.0%} | {rate} |")
+
+
+if __name__ == "__main__":
+    main()
