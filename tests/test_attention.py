@@ -39,6 +39,24 @@ def test_fast_paths_match_the_reference(fast, softcap):
     torch.testing.assert_close(out[1], v[1].mean(dim=-2, keepdim=True).expand_as(out[1]), rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("budget", [1, 120, 800, 2400])  # rows of one head; 2 heads; all heads of 2 sequences
+def test_chunked_attention_splits_rows_heads_and_sequences(monkeypatch, budget):
+    """Chunks of query rows, heads and sequences (ragged ends) give the same rows, with masks of every shape."""
+    monkeypatch.setattr(_attention, "SCORE_CHUNK_BYTES", budget)  # whole scores: 4 x 3 x 10 x 10 x 4 = 4800 bytes
+    q, k, v = qkv()
+    gen = torch.Generator().manual_seed(1)
+    masks = (
+        key_mask(),  # (B, 1, 1, S)
+        torch.rand(4, 3, 10, 10, generator=gen) > 0.3,  # every sequence, head and query its own
+        torch.ones(10, 10, dtype=torch.bool).tril()[None, None],  # (1, 1, L, S): causal
+        None,
+    )
+    for allowed in masks:
+        out = chunked_attention(q / CAP, k, v, allowed, CAP)
+        # |out| ~ 10; one-row chunks run matrix-vector kernels, another summation order (3.6e-5 seen)
+        torch.testing.assert_close(out, expected(q, k, v, allowed, CAP), rtol=0, atol=6e-5)
+
+
 def test_flex_splits_batches_beyond_one_kernel_launch(monkeypatch):
     monkeypatch.setattr(_attention, "FLEX_MAX_BATCH", 3)  # 4 sequences: two launches; 4 * 3 heads: main kernel
     q, k, v = qkv()

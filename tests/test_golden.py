@@ -16,6 +16,7 @@ from videoprism import (
     VideoPrismVideoModel,
     VideoPrismVisionConfig,
     VideoPrismVisionModel,
+    _attention,
     modeling,
 )
 
@@ -134,6 +135,14 @@ def test_lvt(normalize, attn):
 def test_blockwise_cpu_inference(monkeypatch, block_rows):
     """CPU inference runs layers in row blocks (BLOCK_ROWS never splits these small fixtures): force the split."""
     monkeypatch.setattr(modeling, "BLOCK_ROWS", block_rows)
+    test_video_encoder("chunked")
+    test_lvt(True, "chunked")
+
+
+@pytest.mark.parametrize("score_bytes", [64, 2048])
+def test_chunked_scores(monkeypatch, score_bytes):
+    """Attention scores split into chunks of query rows, heads and sequences (never needed at these sizes): forced."""
+    monkeypatch.setattr(_attention, "SCORE_CHUNK_BYTES", score_bytes)
     test_video_encoder("chunked")
     test_lvt(True, "chunked")
 

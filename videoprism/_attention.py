@@ -69,20 +69,37 @@ def reference_attention(q, k, v, allowed=None, softcap=None, scale=1.0, output_a
 
 
 def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
-    """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES: query blocks, same arithmetic per row.
+    """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES, same arithmetic per row.
 
-    `q` must already be multiplied by Dh**-0.5 / softcap (just Dh**-0.5 when there is no cap).
+    A chunk holds as many query rows of one (sequence, head) pair as fit, then as many pairs as fit: long row blocks
+    make better matmuls than few rows of every head (twice as fast against 16384 keys). `q` must already be multiplied
+    by Dh**-0.5 / softcap (just Dh**-0.5 when there is no cap).
     """
     batch, heads, length, _ = q.shape
-    row_bytes = batch * heads * k.shape[-2] * 4
-    if row_bytes * length <= SCORE_CHUNK_BYTES:
+    row_bytes = k.shape[-2] * 4  # one query row's fp32 scores, one pair
+    if batch * heads * length * row_bytes <= SCORE_CHUNK_BYTES:
         return _fast_attend(q, k, v, allowed, softcap)
-    chunk = max(1, SCORE_CHUNK_BYTES // row_bytes)
+    rows = min(length, max(1, SCORE_CHUNK_BYTES // row_bytes))
+    pairs = max(1, SCORE_CHUNK_BYTES // (rows * row_bytes))
+    head_step = min(heads, pairs)
+    sequence_step = max(1, pairs // heads)
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=v.dtype, device=v.device)
-    for start in range(0, length, chunk):
-        rows = slice(start, start + chunk)
-        out[..., rows, :] = _fast_attend(q[..., rows, :], k, v, query_rows(allowed, rows, length), softcap)
+    for first_sequence in range(0, batch, sequence_step):
+        sequences = slice(first_sequence, first_sequence + sequence_step)
+        for first_head in range(0, heads, head_step):
+            part = (sequences, slice(first_head, first_head + head_step))
+            mask = _head_rows(sequence_rows(allowed, sequences), part[1])
+            for start in range(0, length, rows):
+                query = slice(start, start + rows)
+                out[part + (query,)] = _fast_attend(
+                    q[part + (query,)], k[part], v[part], query_rows(mask, query, length), softcap
+                )
     return out
+
+
+def _head_rows(mask: torch.Tensor | None, heads: slice) -> torch.Tensor | None:
+    """The part of a (B, H, ...) mask for `heads`; a mask broadcast over heads stays whole."""
+    return mask[:, heads] if mask is not None and mask.shape[1] > 1 else mask
 
 
 def resolve_implementation(name: str, device: torch.device) -> str:
