@@ -39,7 +39,7 @@ def test_fast_paths_match_the_reference(fast, softcap):
     torch.testing.assert_close(out[1], v[1].mean(dim=-2, keepdim=True).expand_as(out[1]), rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("budget", [1, 120, 800, 2400])  # rows of one head; 2 heads; all heads of 2 sequences
+@pytest.mark.parametrize("budget", [1, 120, 800, 2400])  # 1 row; 3 rows of 1 head; 2 heads; 3 heads x 2 sequences
 def test_chunked_attention_splits_rows_heads_and_sequences(monkeypatch, budget):
     """Chunks of query rows, heads and sequences (ragged ends) give the same rows, with masks of every shape."""
     monkeypatch.setattr(_attention, "SCORE_CHUNK_BYTES", budget)  # whole scores: 4 x 3 x 10 x 10 x 4 = 4800 bytes

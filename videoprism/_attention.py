@@ -33,6 +33,11 @@ def sequence_rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None
     return mask[rows] if mask is not None and mask.shape[0] > 1 else mask
 
 
+def head_rows(mask: torch.Tensor | None, heads: slice) -> torch.Tensor | None:
+    """The part of a (B, H, ...) mask for `heads`; a mask broadcast over heads stays whole."""
+    return mask[:, heads] if mask is not None and mask.shape[1] > 1 else mask
+
+
 def query_rows(allowed: torch.Tensor | None, rows: slice, length: int) -> torch.Tensor | None:
     """The part of a (..., L, S) attention mask for query `rows`; a mask broadcast over queries stays whole."""
     return allowed[..., rows, :] if allowed is not None and allowed.shape[-2] == length else allowed
@@ -88,18 +93,13 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
         sequences = slice(first_sequence, first_sequence + sequence_step)
         for first_head in range(0, heads, head_step):
             part = (sequences, slice(first_head, first_head + head_step))
-            mask = _head_rows(sequence_rows(allowed, sequences), part[1])
+            mask = head_rows(sequence_rows(allowed, sequences), part[1])
             for start in range(0, length, rows):
                 query = slice(start, start + rows)
                 out[part + (query,)] = _fast_attend(
                     q[part + (query,)], k[part], v[part], query_rows(mask, query, length), softcap
                 )
     return out
-
-
-def _head_rows(mask: torch.Tensor | None, heads: slice) -> torch.Tensor | None:
-    """The part of a (B, H, ...) mask for `heads`; a mask broadcast over heads stays whole."""
-    return mask[:, heads] if mask is not None and mask.shape[1] > 1 else mask
 
 
 def resolve_implementation(name: str, device: torch.device) -> str:
