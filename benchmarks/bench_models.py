@@ -325,13 +325,11 @@ def tables(args, folder: Path) -> None:
             out = dict(np.load(folder / f"out{i}.npz"))
             diff = max(float(np.abs(out[k] - ref_out[k]).max()) for k in out)
             cosine = min(cosine_min(out[k], ours_out[k]) for k in out)
-            name = v["impl"] + (f" ({v['attn']})" if v.get("attn") else "") + (" compiled" if v.get("compile") else "")
-            name += " (heap tuned)" if v.get("env") else ""
             label = "LvT-B clip (1 video, 5 prompts)" if kind == "clip" else "base vision"
             gflops = flops / secs / 1e9
             peak = throughput["bf16" if v["dtype"] == "bf16" else "fp32"]
             print(
-                f"| {label} | {batch} | {name} | {v['dtype']} | {secs:.2f} | {ref_time / secs:.2f} "
+                f"| {label} | {batch} | {variant_name(v)} | {v['dtype']} | {secs:.2f} | {ref_time / secs:.2f} "
                 f"| {tuned_time / secs:.2f} | {gflops:.0f} "
                 f"| {gflops / peak:.0%} | {rss:.0f} | {rss / ref_rss:.2f} | {diff:.2e} | {cosine:.6f} |"
             )
@@ -453,6 +451,7 @@ def _cuda_timed(call, args):
 def variant_name(variant: dict) -> str:
     name = variant["impl"] + (f" ({variant['attn']})" if variant.get("attn") else "")
     name += " (TF32 conv off)" if variant.get("tf32_conv") is False else ""
+    name += " (heap tuned)" if variant.get("env") else ""
     return name + (" compiled" if variant.get("compile") else "")
 
 

@@ -20,7 +20,8 @@ import torch
 from bench_models import TUNED_HEAP, inputs, load, matmul_throughput, measure, model_flops, perturbed_models, run_once
 from torch.profiler import ProfilerActivity, profile
 
-GROUPS = {"aten::addmm": "GEMMs (addmm, mm)", "aten::mm": "GEMMs (addmm, mm)", "aten::bmm": "attention matmuls (bmm)"}
+GEMMS, ATTENTION, OTHER = "GEMMs (addmm, mm)", "attention matmuls (bmm)", "everything else"
+GROUPS = {"aten::addmm": GEMMS, "aten::mm": GEMMS, "aten::bmm": ATTENTION}
 WRAPPERS = ("aten::linear", "aten::matmul")  # their time is their children's
 
 
@@ -51,10 +52,10 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             run_once("ours", args.kind, model, video, ids, mask, False)
 
-    parts = {"GEMMs (addmm, mm)": [0.0, 0.0], "attention matmuls (bmm)": [0.0, 0.0], "everything else": [0.0, 0.0]}
+    parts = {name: [0.0, 0.0] for name in (GEMMS, ATTENTION, OTHER)}  # seconds, FLOPs
     for event in prof.key_averages():
         if event.key not in WRAPPERS:
-            part = parts[GROUPS.get(event.key, "everything else")]
+            part = parts[GROUPS.get(event.key, OTHER)]
             part[0] += event.self_cpu_time_total / 1e6
             part[1] += event.flops if event.key in GROUPS else 0
     profiled = sum(seconds for seconds, _ in parts.values())

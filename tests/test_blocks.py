@@ -89,10 +89,7 @@ import ctypes, sys
 from videoprism import _malloc
 if sys.argv[1] == "raised":
     _malloc.raise_heap_thresholds()
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
+libc = _malloc.libc()
 block = libc.malloc(20 << 20)  # a block's worth of intermediates
 size_field = ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value
 libc.free(block)

@@ -39,7 +39,8 @@ def head_rows(mask: torch.Tensor | None, heads: slice) -> torch.Tensor | None:
 
 
 def query_rows(allowed: torch.Tensor | None, rows: slice, length: int) -> torch.Tensor | None:
-    """The part of a (..., L, S) attention mask for query `rows`; a mask broadcast over queries stays whole."""
+    """The part of a (..., L, S) attention mask (or (..., L, 1) kept rows) for query `rows`; a mask broadcast over
+    queries stays whole."""
     return allowed[..., rows, :] if allowed is not None and allowed.shape[-2] == length else allowed
 
 

@@ -26,12 +26,17 @@ def is_glibc() -> bool:
 
 
 @functools.cache
+def libc() -> ctypes.CDLL:
+    """This process's C library with `malloc` and `free` typed for pointers."""
+    lib = ctypes.CDLL(None)
+    lib.malloc.restype = ctypes.c_void_p
+    lib.malloc.argtypes = [ctypes.c_size_t]
+    lib.free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+@functools.cache
 def raise_heap_thresholds() -> None:
     """One mapped allocation of HINT_BYTES, freed: glibc's mmap / trim thresholds become 24 / 48 MiB."""
-    if not is_glibc():
-        return
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    libc.free(libc.malloc(HINT_BYTES))
+    if is_glibc():
+        libc().free(libc().malloc(HINT_BYTES))

@@ -343,8 +343,7 @@ class VideoPrismLayer(nn.Module):
         for start in range(0, length, block_rows):
             rows = slice(start, start + block_rows)
             h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, query_rows(allowed, rows, length)))
-            keep_rows = keep[:, rows] if keep is not None and keep.shape[1] == length else keep
-            torch.add(h, self.mlp(self.layernorm_after(h), keep_rows), out=out[:, rows])
+            torch.add(h, self.mlp(self.layernorm_after(h), query_rows(keep, rows, length)), out=out[:, rows])
 
 
 def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
