@@ -11,7 +11,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,10 +78,7 @@ def file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
 # Durable file primitives
 
 
-def fsync_dir(path: Path) -> None:
-    """Makes the renames and deletions inside a folder durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
+def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -89,24 +86,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
+def fsync_dir(path: Path) -> None:
+    """Makes the renames and deletions inside a folder durable (POSIX; a no-op elsewhere)."""
+    if os.name == "posix":
+        _fsync_path(path)
 
 
-def atomic_write(final: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Writes a file so that ``final`` either does not exist or is complete, even across a crash."""
-    tmp = _tmp_name(final)
+@contextlib.contextmanager
+def _renamed_into_place(final: Path) -> Iterator[Path]:
+    """Yields a temporary name beside ``final``, renamed to ``final`` when the block succeeds and deleted otherwise."""
+    tmp = final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
     try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     fsync_dir(final.parent)
+
+
+def atomic_write(final: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Writes a file so that ``final`` either does not exist or is complete, even across a crash."""
+    with _renamed_into_place(final) as tmp, open(tmp, "xb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_npy(final: Path, array: np.ndarray) -> None:
@@ -116,23 +121,12 @@ def save_npy(final: Path, array: np.ndarray) -> None:
 
 def save_npy_streaming(final: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]) -> None:
     """Like ``save_npy`` for a float16 array filled in place through a memory map, so it never has to fit in RAM."""
-    tmp = _tmp_name(final)
-    try:
+    with _renamed_into_place(final) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
         fill(out)
         out.flush()
         del out
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(final.parent)
+        _fsync_path(tmp)
 
 
 def write_part(final: Path, table: pa.Table, kv: Mapping[bytes, bytes]) -> None:
