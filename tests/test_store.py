@@ -28,6 +28,7 @@ from videoprism.store import (
     StoreNotFoundError,
     open_store,
 )
+from videoprism.store import writer as store_writer
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -153,7 +154,7 @@ def test_compacted_store_reads_with_the_documented_recipe(tmp_path, rng):
     r = open_store(root)
     assert r.is_compacted and isinstance(r.embeddings, np.memmap)
     assert len(list((root / "meta").iterdir())) == 1 and len(list((root / "shards").iterdir())) == 1
-    # Recipe from the module docstring.
+    # Recipe from docs/store-format.md.
     meta = pq.read_table(root / "meta")
     ok = meta.filter(pc.is_null(meta["error"]))
     emb = np.load(root / ok["shard"][0].as_py(), mmap_mode="r")
@@ -329,7 +330,7 @@ def test_write_interrupted_before_metadata_commit_in_process(tmp_path, rng, monk
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vs, "_write_part", interrupted)
+    monkeypatch.setattr(store_writer, "write_part", interrupted)
     with pytest.raises(KeyboardInterrupt):
         st.write_batch(records("b", 2), rng.normal(size=(2, DIM)), rng.normal(size=(2, 2, DIM)))
     monkeypatch.undo()
