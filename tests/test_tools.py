@@ -28,10 +28,11 @@ from _videos import make_video
 
 from videoprism import VideoPrismClipModel
 from videoprism.cli import main as cli_main
-from videoprism.embedding import VideoInputNotFoundError, expand_inputs, window_bounds
+from videoprism.collection import expand_inputs
+from videoprism.errors import VideoInputNotFoundError
 from videoprism.processing import VideoPrismProcessor
 from videoprism.store import open_store
-from videoprism.video_io import sample_frame_indices
+from videoprism.video_io import sample_frame_indices, window_bounds
 from videoprism.zero_shot import classify_videos
 
 SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
