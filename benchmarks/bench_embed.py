@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _videos import make_video  # noqa: E402
 
 from videoprism import PRESETS, VideoPrismClipModel  # noqa: E402
-from videoprism.embedding import VideoEmbedder, default_workers, embed_videos, load_video_embedder  # noqa: E402
+from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder  # noqa: E402
+from videoprism.collection.decode_pool import default_workers  # noqa: E402
 from videoprism.video_processing import VideoPrismVideoProcessor  # noqa: E402
 
 PRESET = "videoprism-lvt-base-f16r288"

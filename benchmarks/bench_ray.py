@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench_embed import load_text, make_videos  # noqa: E402  (the same generated clips and load report)
 
 from videoprism import VideoPrismClipModel, VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig  # noqa: E402
-from videoprism.ray_engine import embed_videos_ray  # noqa: E402
+from videoprism.collection import embed_videos_ray  # noqa: E402
 from videoprism.video_processing import VideoPrismVideoProcessor  # noqa: E402
 
 

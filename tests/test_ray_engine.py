@@ -21,8 +21,10 @@ import pytest
 from _checkpoints import save_tiny_clip_model
 from _videos import make_video
 
-from videoprism.embedding import ClipSettings, EmbedSettingsError, embed_videos
-from videoprism.ray_engine import RayNotInstalledError, _IsolatedDecoder, embed_videos_ray
+from videoprism.collection import embed_videos
+from videoprism.collection.clips import ClipSettings
+from videoprism.collection.ray_engine import _IsolatedDecoder, embed_videos_ray
+from videoprism.errors import EmbedSettingsError, RayNotInstalledError
 from videoprism.store import open_store
 from videoprism.video_processing import VideoPrismVideoProcessor
 

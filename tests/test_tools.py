@@ -28,10 +28,12 @@ from _videos import make_video
 
 from videoprism import VideoPrismClipModel
 from videoprism.cli import main as cli_main
-from videoprism.embedding import VideoInputNotFoundError, expand_inputs, window_bounds
+from videoprism.collection import expand_inputs, load_video_embedder
+from videoprism.collection.clips import clip_pixels
+from videoprism.errors import VideoInputNotFoundError
 from videoprism.processing import VideoPrismProcessor
 from videoprism.store import open_store
-from videoprism.video_io import sample_frame_indices
+from videoprism.video_io import read_video, sample_frame_indices, window_bounds
 from videoprism.zero_shot import classify_videos
 
 SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
@@ -297,6 +299,21 @@ def test_windows_frames_and_video_row(assets, tmp_path):
 
     clash = run_cli("embed", str(assets.long), "--out", str(store), "--model", str(assets.model))
     assert clash.returncode == 2 and "--window" in clash.stderr
+
+
+def test_clip_is_sampled_once_and_embedded_as_the_model_gives_it(assets, reference):
+    """A decoded clip is resized without resampling, and the embedder returns the model's own embeddings."""
+    embedder, processor = load_video_embedder(assets.model, device="cpu")
+    path = str(assets.videos / "ramp_b.mov")
+    pixels = clip_pixels(processor, read_video(path, num_frames=embedder.num_frames))[None]
+    np.testing.assert_array_equal(pixels, processor(path, return_tensors="np")["pixel_values_videos"])
+    embeds, frames = embedder(pixels, frames=True)
+    with torch.inference_mode():
+        out = reference.model.video_model(
+            torch.from_numpy(pixels), interpolate_pos_encoding=embedder.interpolate, return_frame_embeds=True
+        )
+    np.testing.assert_allclose(embeds, out.pooler_output.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(frames, out.frame_embeds.numpy(), rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 import torch
 from _videos import decode_all, frame_index_of, make_audio, make_video
 
-from videoprism import video_io
+from videoprism import _video_reader, _video_rotation, video_io
 from videoprism.video_io import DecodedVideo, VideoDecodeError, read_video, sample_frame_indices
 
 FPS = 30
@@ -75,7 +75,7 @@ def case_video(make):
 def counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Count the frames PyAV decodes and the seeks `read_video` makes."""
     counts = {"decoded": 0, "seeks": 0}
-    decode_packet, seek = video_io._decode_packet, video_io._seek
+    decode_packet, seek = _video_reader._decode_packet, _video_reader._seek
 
     def counting_decode(stream, packet):
         frames = decode_packet(stream, packet)
@@ -86,8 +86,8 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["seeks"] += 1
         return seek(container, stream, pts)
 
-    monkeypatch.setattr(video_io, "_decode_packet", counting_decode)
-    monkeypatch.setattr(video_io, "_seek", counting_seek)
+    monkeypatch.setattr(_video_reader, "_decode_packet", counting_decode)
+    monkeypatch.setattr(_video_reader, "_seek", counting_seek)
     return counts
 
 
@@ -263,8 +263,8 @@ def test_16_frame_sample_of_long_video_decodes_few_frames(make, counters) -> Non
 def test_falls_back_to_sequential_when_index_disagrees(case_video, counters, monkeypatch) -> None:
     path = case_video("h264_mp4")
     reference, _ = decode_all(path)
-    lookup = video_io._Index.lookup
-    monkeypatch.setattr(video_io._Index, "lookup", lambda self, pts: -1 if pts == 5 * 512 else lookup(self, pts))
+    lookup = _video_reader._Index.lookup
+    monkeypatch.setattr(_video_reader._Index, "lookup", lambda self, pts: -1 if pts == 5 * 512 else lookup(self, pts))
     video = read_video(path, num_frames=8)
     np.testing.assert_array_equal(video.frames, reference[video.indices])
 
@@ -321,7 +321,7 @@ def test_rotation_metadata_is_applied(make, rotation, hflip, vflip, upright) -> 
     path = make(name, num_frames=12, size=(64, 48), gop=6, rotation=rotation, hflip=hflip, vflip=vflip)
     with av.open(str(path)) as container:  # the file really carries the matrix
         frame = next(container.decode(video=0))
-        assert video_io._display_matrix(frame) is not None
+        assert _video_rotation.display_matrix(frame) is not None
         if not (hflip or vflip):
             assert frame.rotation == (rotation + 180) % 360 - 180
     stored, _ = decode_all(path)  # as stored (sideways, like a phone's sensor), display matrix ignored
@@ -340,22 +340,22 @@ def test_rotation_metadata_is_applied(make, rotation, hflip, vflip, upright) -> 
 )
 def test_legacy_rotate_tag(tag: str, transform: str) -> None:
     # FFmpeg 8's muxers no longer write the old clockwise `rotate` tag, so this path is tested on its own.
-    assert video_io._display_transform(None, tag) == transform
-    assert video_io._display_transform(None, None) == "none"
+    assert _video_rotation.display_transform(None, tag) == transform
+    assert _video_rotation.display_transform(None, None) == "none"
 
 
 def test_display_transform_math() -> None:
     image = np.arange(2 * 3).reshape(2, 3, 1)
-    assert np.array_equal(video_io._apply_transform(image, "clock")[..., 0], [[3, 0], [4, 1], [5, 2]])
-    assert np.array_equal(video_io._apply_transform(image, "cclock")[..., 0], [[2, 5], [1, 4], [0, 3]])
-    assert np.array_equal(video_io._apply_transform(image, "cclock_flip")[..., 0], [[0, 3], [1, 4], [2, 5]])
-    assert np.array_equal(video_io._apply_transform(image, "clock_flip")[..., 0], [[5, 2], [4, 1], [3, 0]])
-    assert np.array_equal(video_io._apply_transform(image, "hvflip")[..., 0], [[5, 4, 3], [2, 1, 0]])
+    assert np.array_equal(_video_rotation.apply_transform(image, "clock")[..., 0], [[3, 0], [4, 1], [5, 2]])
+    assert np.array_equal(_video_rotation.apply_transform(image, "cclock")[..., 0], [[2, 5], [1, 4], [0, 3]])
+    assert np.array_equal(_video_rotation.apply_transform(image, "cclock_flip")[..., 0], [[0, 3], [1, 4], [2, 5]])
+    assert np.array_equal(_video_rotation.apply_transform(image, "clock_flip")[..., 0], [[5, 2], [4, 1], [3, 0]])
+    assert np.array_equal(_video_rotation.apply_transform(image, "hvflip")[..., 0], [[5, 4, 3], [2, 1, 0]])
     # A portrait phone clip: display matrix [0 1; -1 0] ("rotate 90" clockwise), rotated clockwise for display.
     matrix = np.array([0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30], dtype=np.int32)
-    assert video_io._display_transform(matrix) == "clock"
+    assert _video_rotation.display_transform(matrix) == "clock"
     with pytest.warns(UserWarning, match="multiple of 90"):
-        assert video_io._display_transform(video_io._rotation_matrix(45)) == "none"
+        assert _video_rotation.display_transform(_video_rotation.rotation_matrix(45)) == "none"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -530,9 +530,9 @@ def test_http_url(case_video) -> None:
 
 @pytest.fixture
 def fresh_torchcodec_probe():
-    video_io._torchcodec_unavailable_reason.cache_clear()
+    _video_reader.torchcodec_unavailable_reason.cache_clear()
     yield
-    video_io._torchcodec_unavailable_reason.cache_clear()
+    _video_reader.torchcodec_unavailable_reason.cache_clear()
 
 
 def test_auto_backend_falls_back_to_pyav_silently(case_video, monkeypatch, caplog, fresh_torchcodec_probe) -> None:

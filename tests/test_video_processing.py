@@ -113,6 +113,16 @@ def test_short_video_repeats_frames_by_linspace(processor):
     assert one.shape == (1, 16, 3, 288, 288) and np.all(one == one[:, :1])
 
 
+def test_without_sampling_frames_are_taken_as_given():
+    """A clip already sampled (by `read_video`) keeps its frames in order; a clip of another length is refused."""
+    frames = np.stack([np.full((40, 40, 3), 10 * i, np.uint8) for i in range(4)])
+    processor = VideoPrismVideoProcessor(num_frames=4, size=8)
+    out = processor(frames[::-1], do_sample_frames=False)["pixel_values_videos"][0]
+    np.testing.assert_array_equal(np.rint(out[:, 0, 0, 0] * 255).astype(int), [30, 20, 10, 0])
+    with pytest.raises(VideoInputError, match="holds 3 frames, not num_frames=4"):
+        processor(frames[:3], do_sample_frames=False)
+
+
 def _banded_frame() -> np.ndarray:
     """360x640: a 100 px red band left, a 100 px blue band right, green in between."""
     frame = np.zeros((360, 640, 3), np.uint8)

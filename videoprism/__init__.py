@@ -19,12 +19,12 @@ __version__ = "0.1.0"
 
 # The collection tools load pyarrow and multiprocessing machinery: import them on first use.
 _LAZY = {
-    "EmbedSummary": "embedding",
-    "embed_videos": "embedding",
+    "EmbedSummary": "collection",
+    "embed_videos": "collection",
     "open_store": "store",
-    "search_text": "search",
-    "search_video": "search",
-    "classify_video_files": "search",
+    "search_text": "collection",
+    "search_video": "collection",
+    "classify_video_files": "collection",
 }
 
 

@@ -9,11 +9,10 @@ import signal
 import sys
 import threading
 
-import torch
+from .collection.embedder import DTYPES
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class UsageError(Exception):
@@ -81,10 +80,15 @@ def _non_negative_int(text: str) -> int:
 def _tool_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean embed/search/classify could not run as asked (bad inputs, model or store): exit code 2."""
     from ._flax import CheckpointError
-    from .embedding import DecodingWorkerError, EmbedSettingsError, NoVideosFoundError, VideoInputNotFoundError
+    from .errors import (
+        DecodingWorkerError,
+        EmbedSettingsError,
+        NoVideosFoundError,
+        VideoDecodeError,
+        VideoInputNotFoundError,
+    )
     from .store import StoreError
     from .tokenization import TokenizerNotFoundError
-    from .video_io import VideoDecodeError
 
     return (
         CheckpointError,
@@ -107,7 +111,8 @@ def _run_tool(args, run) -> int:
 
 
 def _cmd_embed(args) -> int:
-    from .embedding import embed_videos
+    from .collection import embed_videos
+    from .collection.pipeline import failure_message
 
     def terminate(signum, frame):  # unwind (stop the workers, release the store) as on Ctrl-C
         raise SystemExit(128 + signum)
@@ -127,7 +132,8 @@ def _cmd_embed(args) -> int:
     )
     try:
         if args.engine == "ray":
-            from .ray_engine import RayNotInstalledError, embed_videos_ray
+            from .collection import embed_videos_ray
+            from .errors import RayNotInstalledError
 
             try:
                 summary = embed_videos_ray(
@@ -159,7 +165,7 @@ def _cmd_embed(args) -> int:
         for path, message in summary.warnings:
             print(f"warning: {path}: {message}", file=sys.stderr)
     for path, error in summary.failures:
-        print(f"failed: {error if error.startswith(path) else f'{path}: {error}'}", file=sys.stderr)
+        print(failure_message(path, error), file=sys.stderr)
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
@@ -173,7 +179,7 @@ def _window_text(meta: dict) -> str:
 
 
 def _cmd_search(args) -> int:
-    from .search import search_text, search_video
+    from .collection import search_text, search_video
 
     if (args.query is None) == (args.video is None):
         raise UsageError(
@@ -221,7 +227,8 @@ def _labels(args) -> list[str]:
 
 
 def _cmd_classify(args) -> int:
-    from .search import classify_video_files
+    from .collection import classify_video_files
+    from .collection.pipeline import failure_message
     from .zero_shot_metadata import TEMPLATE_ENSEMBLES
 
     labels = _labels(args)
@@ -251,7 +258,7 @@ def _cmd_classify(args) -> int:
                 print(f"  {p:7.4f}  {label}")
     for r in results:
         if r.error is not None:
-            print(f"failed: {r.error if r.error.startswith(r.video) else f'{r.video}: {r.error}'}", file=sys.stderr)
+            print(failure_message(r.video, r.error), file=sys.stderr)
     return EXIT_PARTIAL if len(ok) < len(results) else EXIT_OK
 
 
@@ -305,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
 
-    from .embedding import DEFAULT_MODEL
+    from .collection import DEFAULT_MODEL
 
     formatter = argparse.RawDescriptionHelpFormatter
     embed = commands.add_parser(

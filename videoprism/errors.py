@@ -1,8 +1,38 @@
-"""Exceptions raised by videoprism, in one place."""
+"""Every exception the package raises on purpose, in one place; each is also importable from `videoprism`.
+
+All of them derive from a built-in exception (ValueError, FileNotFoundError, ...), so code that catches those keeps
+working.
+"""
 
 from __future__ import annotations
 
-# --------------------------------------------------------------------------------------------------------------------
+# Collection tools and video decoding
+
+
+class VideoDecodeError(ValueError):
+    """A video could not be opened or decoded. The message names the source and the cause."""
+
+
+class VideoInputNotFoundError(FileNotFoundError):
+    """An input names no existing file or folder, a glob matches nothing, or an ``@list`` file is unreadable."""
+
+
+class NoVideosFoundError(ValueError):
+    """The inputs hold no video files."""
+
+
+class EmbedSettingsError(ValueError):
+    """Invalid embedding settings, or settings that differ from those the store was written with."""
+
+
+class DecodingWorkerError(RuntimeError):
+    """The decoding worker processes keep exiting before they read any video."""
+
+
+class RayNotInstalledError(ImportError):
+    """Ray (with Ray Data) is not installed, and the Ray engine needs it."""
+
+
 # Embedding store
 
 

@@ -250,6 +250,7 @@ class VideoPrismVideoProcessor:
         resize_mode: str | None = None,
         start_time: float | None = None,
         end_time: float | None = None,
+        do_sample_frames: bool = True,
     ) -> BatchEncoding:
         """Samples, resizes and rescales a video or a batch of videos.
 
@@ -261,6 +262,8 @@ class VideoPrismVideoProcessor:
             resize_mode: "squash", "center_crop" or "pad" (default: the processor's).
             start_time: Seconds; for paths only, decode from here.
             end_time: Seconds; for paths only, decode up to here.
+            do_sample_frames: Sample `num_frames` frames from each video; False takes every frame as given (for
+                clips already sampled, e.g. by `read_video`: every video must then hold `num_frames` frames).
 
         Returns:
             A `BatchEncoding` with `pixel_values_videos` of shape (B, T, 3, H, W), float32.
@@ -278,7 +281,16 @@ class VideoPrismVideoProcessor:
         for b, item in enumerate(items):
             where = "video" if len(items) == 1 and not isinstance(videos, (list, tuple)) else f"videos[{b}]"
             video = _as_video(item, where, num_frames, start_time, end_time)
-            tasks += [(b, t, video, int(i)) for t, i in enumerate(_sample_indices(len(video), num_frames))]
+            if do_sample_frames:
+                indices = _sample_indices(len(video), num_frames)
+            elif len(video) == num_frames:
+                indices = np.arange(num_frames)
+            else:
+                raise VideoInputError(
+                    f"{where} holds {len(video)} frames, not num_frames={num_frames}; pass do_sample_frames=True to "
+                    "sample them"
+                )
+            tasks += [(b, t, video, int(i)) for t, i in enumerate(indices)]
         if self.do_resize:
             height, width = size["height"], size["width"]
         else:

@@ -1,6 +1,6 @@
 """Embed video collections on a Ray cluster: `embed_videos_ray`, behind ``videoprism embed --engine ray``.
 
-The same job as `videoprism.embedding.embed_videos`, with Ray Data doing the decoding and the inference across a
+The same job as `videoprism.collection.embed_videos`, with Ray Data doing the decoding and the inference across a
 cluster; the results go to the same store, in the same format, with the same rows, metadata and resume keys.
 
 The pipeline::
@@ -26,7 +26,7 @@ count per actor) decoding runs in separate tasks on every free CPU of the cluste
 Where files must be. The driver lists and stats the inputs (resume keys are ``path, size, mtime``) and every worker
 opens them by the same path, so on a multi-node cluster the videos must be on storage mounted at the same path on
 all nodes (NFS, a FUSE mount of a bucket) or be URLs. The model is loaded by each actor from its id
-(`videoprism.embedding.model_id_for`): a hub repo (downloaded on each node) or a path on shared storage.
+(`videoprism.collection.embedder.model_id_for`): a hub repo (downloaded on each node) or a path on shared storage.
 
 Decoding happens in a child process of each Ray worker (the local engine's decoding worker), so a video that crashes
 its decoder (a segfault inside FFmpeg, not just a Python error) fails alone, as in the local engine; decoding in the
@@ -54,27 +54,24 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import (
-    DEFAULT_MODEL,
-    POLL_S,
-    ClipSettings,
-    EmbedSettingsError,
+from ..errors import EmbedSettingsError, RayNotInstalledError
+from ..store import MANIFEST_NAME, EmbeddingStore
+from .clips import ClipSettings
+from .decode_pool import POLL_S, decoding_worker_process, one_thread_children
+from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, model_id_for, resolve_dtype
+from .pipeline import (
     EmbedSummary,
-    Progress,
+    VideoKey,
     VideoState,
     add_clip,
     check_settings,
     checked_inputs,
-    decoding_worker_process,
     failure_row,
-    load_processor,
-    load_video_embedder,
-    model_id_for,
     plan_videos,
-    resolve_dtype,
+    store_record,
     write_clip_rows,
 )
-from .store import MANIFEST_NAME, EmbeddingStore
+from .progress import Progress
 
 __all__ = ["RayNotInstalledError", "embed_videos_ray"]
 
@@ -83,10 +80,6 @@ INSTALL_HINT = 'pip install "videoprism[ray]"'
 _MAX_INPUT_BLOCKS = 4096
 # Decoded clips that the decoding process may have ready ahead of the Ray worker that reads them.
 _QUEUED_CLIPS = 4
-
-
-class RayNotInstalledError(ImportError):
-    """Ray (with Ray Data) is not installed, and the Ray engine needs it."""
 
 
 def _import_ray() -> Any:
@@ -108,9 +101,9 @@ def _import_ray() -> Any:
 class _IsolatedDecoder:
     """A decoding process owned by this (Ray worker) process and reused across videos and tasks.
 
-    It runs the local engine's decoding worker (`videoprism.embedding.decoding_worker_process`), so a video whose
-    decoding kills the process (a crash inside FFmpeg) fails alone, as in the local engine, and the next video gets a
-    fresh process.
+    It runs the local engine's decoding worker (`videoprism.collection.decode_pool.decoding_worker_process`), so a
+    video whose decoding kills the process (a crash inside FFmpeg) fails alone, as in the local engine, and the next
+    video gets a fresh process.
     Decoding in the Ray worker itself would let such a video kill the worker: Ray restarts an actor and retries its
     task forever, so one bad file would stall the whole run.
     """
@@ -126,15 +119,8 @@ class _IsolatedDecoder:
         self.result_q = ctx.Queue(maxsize=_QUEUED_CLIPS)
         args = (self.task_q, self.result_q, self.settings, 0)
         self.proc = ctx.Process(target=decoding_worker_process, args=args, daemon=True, name="videoprism-decode")
-        old = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"  # read by the child's torch at import; restored for this process
-        try:
+        with one_thread_children():
             self.proc.start()
-        finally:
-            if old is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = old
 
     def close(self) -> None:
         if self.proc is None:
@@ -349,13 +335,13 @@ def embed_videos_ray(
 ) -> EmbedSummary:
     """Embeds videos into a store on a Ray cluster, skipping those it already holds; like `embed_videos`.
 
-    Same inputs, clips, store rows, resume keys, failure records and summary as `videoprism.embedding.embed_videos`;
+    Same inputs, clips, store rows, resume keys, failure records and summary as `videoprism.collection.embed_videos`;
     see the module docstring for the pipeline and where files must be. Connects to Ray when it is not yet
     initialised (and disconnects at the end; a local instance it started is stopped), or uses the caller's
     connection.
 
     Args:
-        inputs: Files, folders, globs, URLs or ``@list.txt`` files (see `videoprism.embedding.expand_inputs`).
+        inputs: Files, folders, globs, URLs or ``@list.txt`` files (see `videoprism.collection.expand_inputs`).
         store: Store folder on the driver's file system.
         model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file, loadable on every node.
         address: Ray cluster: "auto" (the cluster this machine belongs to, e.g. run on the head node),
@@ -420,7 +406,7 @@ def embed_videos_ray(
             _run(ray, address, lazy, keys, settings, actor_args, summary, batch_size, num_gpus_per_worker, num_cpus,
                  concurrency, progress, progress_interval)  # fmt: skip
         if lazy.writer is None:  # nothing reached the model (every input failed to stat): ask the model its dimension
-            embedder, _ = load_video_embedder(model, device="cpu", dtype=dtype, num_frames=num_frames)
+            embedder, _ = load_video_embedder(model, device="cpu", dtype=dtype, processor=processor)
             lazy.open(embedder.dim)
             del embedder
         if compact:
@@ -473,7 +459,7 @@ def _run(
     ray: Any,
     address: str | None,
     lazy: _LazyWriter,
-    keys: list[tuple[str, int, int]],
+    keys: list[VideoKey],
     settings: ClipSettings,
     actor_args: dict[str, Any],
     summary: EmbedSummary,
@@ -537,7 +523,7 @@ def _run(
 def _write_results(
     dataset: Any,
     lazy: _LazyWriter,
-    keys: list[tuple[str, int, int]],
+    keys: list[VideoKey],
     settings: ClipSettings,
     summary: EmbedSummary,
     progress: bool | str,
@@ -549,10 +535,6 @@ def _write_results(
     failed: set[int] = set()
     bar = Progress(len(keys), progress, progress_interval)
     failed_before = summary.failed
-
-    def record(idx: int, meta: dict[str, Any]) -> dict[str, Any]:
-        path, size, mtime = keys[idx]
-        return {"path": path, "size": size, "mtime_ns": mtime, **meta}
 
     def update(final: bool = False) -> None:
         bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed, final=final)
@@ -578,10 +560,10 @@ def _write_results(
                     failures.append(failure_row(keys[idx], str(error), summary, bar))
                     continue
                 meta = json.loads(str(meta_json))
-                records.append(record(idx, meta))
+                records.append(store_record(keys[idx], meta))
                 rows.append(i)
                 if (done := add_clip(states, idx, meta, batch["embedding"][i], windowed, summary)) is not None:
-                    pooled_records.append(record(idx, done[0]))
+                    pooled_records.append(store_record(keys[idx], done[0]))
                     pooled.append(done[1])
             if records:
                 embeds = batch["embedding"][rows]

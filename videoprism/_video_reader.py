@@ -1,0 +1,604 @@
+"""The PyAV machinery behind `videoprism.video_io.read_video`: sources, the packet index, seeking and checks.
+
+A demux-only pass (`_scan`) gives every frame's pts and the keyframes; `Reader` decodes the wanted frames by seeking
+to the keyframe before each, checks every decoded frame's pts against the index, and falls back to a sequential
+decode on any disagreement. torchcodec, when it works, decodes the same frames, checked the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+import av.error
+import numpy as np
+
+from ._video_rotation import apply_transform, display_matrix, display_transform
+from .errors import VideoDecodeError
+from .video_io import URL_RE, URL_TIMEOUT_S, DecodedVideo, VideoSource, sample_frame_indices
+
+# Debug messages (torchcodec falling back to PyAV) go to the public module's logger, which users configure.
+logger = logging.getLogger("videoprism.video_io")
+
+# FFmpeg "decodes" plain text as ANSI art (tty demuxer); these are never videos for our purposes.
+_NON_VIDEO_FORMATS = frozenset({"tty"})
+_NON_VIDEO_CODECS = frozenset({"ansi", "bintext", "idf", "xbin"})
+# Tolerance when comparing frame timestamps with user times, so that 1.0 s matches a frame at pts*time_base == 1.0.
+_TIME_EPS_S = 1e-6
+# How many earlier keyframes to try when a seek lands after the keyframe asked for.
+_MAX_SEEK_RETRIES = 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    description: str
+    path: str | None = None
+    url: str | None = None
+    data: bytes | None = None
+
+
+def resolve_source(source: VideoSource) -> Source:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        desc = f"<bytes: {len(data)} bytes>"
+        if not data:
+            raise VideoDecodeError(f"{desc}: empty input")
+        return Source(desc, data=data)
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        desc = f"<file object {name!r}>" if isinstance(name, str) else f"<file object {type(source).__name__}>"
+        try:
+            data = source.read()
+        except OSError as e:
+            raise VideoDecodeError(f"{desc}: cannot read ({e})") from e
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"{desc}: open the file in binary mode (read() returned {type(data).__name__})")
+        if not data:
+            raise VideoDecodeError(f"{desc}: empty input")
+        return Source(desc, data=bytes(data))
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"unsupported video source type {type(source).__name__}: expected a path, URL, bytes or file")
+    path = os.fsdecode(os.fspath(source))
+    match = URL_RE.match(path)
+    if match:
+        if match.group(1).lower() not in ("http", "https"):
+            raise VideoDecodeError(f"{path}: unsupported URL scheme {match.group(1)!r} (only http and https)")
+        return Source(path, url=path)
+    if not os.path.exists(path):
+        raise VideoDecodeError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VideoDecodeError(f"{path}: is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(f"{path}: empty file (0 bytes)")
+    return Source(path, path=path)
+
+
+def open_source(src: Source) -> av.container.InputContainer:
+    try:
+        if src.url is not None:
+            return av.open(src.url, mode="r", timeout=(URL_TIMEOUT_S, URL_TIMEOUT_S))
+        if src.data is not None:
+            return av.open(io.BytesIO(src.data), mode="r")
+        return av.open(src.path, mode="r")
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoDecodeError(f"{src.description}: cannot open as a video ({describe_error(e)})") from e
+
+
+def describe_error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Packet index: frame k <-> pts, keyframes
+
+
+@dataclasses.dataclass
+class _Index:
+    """What a demux-only pass learns about the stream: one entry per frame, in presentation order."""
+
+    count: int  # frames (non-empty, non-discarded packets)
+    seen: int  # non-empty packets, discarded ones included (what a container header counts)
+    pts: np.ndarray | None  # int64 sorted pts of each frame; None when timestamps cannot index frames
+    keyframes: np.ndarray  # int64 sorted indices of the frames that start a keyframe packet
+    end_pts: int | None  # pts just past the last frame
+    error: BaseException | None  # what stopped the scan early, if anything
+
+    def lookup(self, pts: int | None) -> int:
+        """Frame index of ``pts``, or -1 if no frame has it."""
+        if pts is None or self.pts is None:
+            return -1
+        i = int(np.searchsorted(self.pts, pts))
+        return i if i < self.count and self.pts[i] == pts else -1
+
+    def keyframe_at_or_before(self, index: int) -> int:
+        i = int(np.searchsorted(self.keyframes, index, side="right")) - 1
+        return int(self.keyframes[max(i, 0)])
+
+
+def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _Index:
+    pts: list[int] = []
+    key_pts: list[int] = []
+    ends: list[int] = []
+    seen = 0
+    missing = False
+    first_is_key = False
+    error = None
+    try:
+        for packet in container.demux(stream):
+            # Empty packets flush the demuxer; discarded ones (edit lists) are dropped by the decoder too.
+            if packet.size == 0:
+                continue
+            seen += 1
+            if packet.is_discard:
+                continue
+            if not pts and not missing:
+                first_is_key = packet.is_keyframe
+            if packet.pts is None:
+                missing = True
+                pts.append(0)
+                continue
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                key_pts.append(packet.pts)
+            if packet.duration:
+                ends.append(packet.pts + packet.duration)
+    except (av.error.FFmpegError, OSError) as e:
+        error = e
+    count = len(pts)
+    if missing or not count:
+        return _Index(count, seen, None, np.zeros(0, np.int64), None, error)
+    arr = np.asarray(pts, dtype=np.int64)
+    order = np.sort(arr)
+    # The table indexes decoded frames only if every frame has its own pts and decoding starts at the earliest one.
+    usable = first_is_key and arr[0] == order[0] and bool(np.all(np.diff(order) > 0))
+    if not usable:
+        return _Index(count, seen, None, np.zeros(0, np.int64), None, error)
+    keyframes = np.unique(np.searchsorted(order, np.asarray(key_pts, dtype=np.int64)))
+    return _Index(count, seen, order, keyframes, max(ends) if ends else None, error)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding (PyAV)
+
+
+# `_decode_packet` and `_seek` are module-level so that tests can count decoded frames and seeks.
+def _decode_packet(stream: av.video.stream.VideoStream, packet: av.Packet | None) -> list[av.VideoFrame]:
+    return stream.decode(packet)
+
+
+def _seek(container: av.container.InputContainer, stream: av.video.stream.VideoStream, pts: int) -> None:
+    container.seek(pts, stream=stream, backward=True, any_frame=False)
+
+
+def _iter_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator:
+    """Decoded frames from the container's position on; an error is raised after the frames buffered before it."""
+    try:
+        # demux() ends with an empty packet that flushes the decoder's delayed frames.
+        for packet in container.demux(stream):
+            yield from _decode_packet(stream, packet)
+    except (av.error.FFmpegError, OSError) as error:
+        # Frames the decoder still holds (reordering, frame threads) come before the bad data: drain them.
+        try:
+            drained = _decode_packet(stream, None)
+        except (av.error.FFmpegError, OSError):
+            drained = []
+        yield from drained
+        raise error
+
+
+class _Shortfall(Exception):  # noqa: N818 - internal control flow, never escapes
+    """The stream ended (or broke) before a wanted frame: only the first ``decodable`` frames can be had."""
+
+    def __init__(self, decodable: int, cause: BaseException | None = None):
+        super().__init__(decodable)
+        self.decodable = decodable
+        self.cause = cause
+
+
+class _IndexMismatch(Exception):  # noqa: N818 - internal control flow, never escapes
+    """Decoded frames disagree with the packet index; decode sequentially instead."""
+
+
+class Reader:
+    """One `read_video` call on an open container."""
+
+    def __init__(
+        self,
+        src: Source,
+        container: av.container.InputContainer,
+        num_frames: int | None,
+        start_time: float | None,
+        end_time: float | None,
+    ):
+        self.src = src
+        self.desc = src.description
+        self.container = container
+        self.num_frames = num_frames
+        self.start_time = start_time
+        self.end_time = end_time
+        self.stream = self._pick_stream()
+        self.time_base: Fraction = self.stream.time_base or Fraction(1, 1)
+        # Where seeking decodes happen: the scan's container, or a single-threaded one after a decoding error.
+        self.decoding = (container, self.stream)
+        self.single_threaded = False
+        self.owned: list[av.container.InputContainer] = []
+        self.transform: str | None = None  # from the first decoded frame
+        self.size: tuple[int, int] | None = None  # (width, height) of the first decoded frame
+        self.problems: list[str] = []
+
+    # -- setup --------------------------------------------------------------------------------------------------
+
+    def _pick_stream(self) -> av.video.stream.VideoStream:
+        container = self.container
+        fmt = container.format.name if container.format is not None else ""
+        if fmt in _NON_VIDEO_FORMATS:
+            raise VideoDecodeError(f"{self.desc}: not a video (detected {fmt!r} text data)")
+        attached = av.stream.Disposition.attached_pic
+        videos = [s for s in container.streams.video if not s.disposition & attached]
+        if not videos:
+            kinds = sorted({s.type for s in container.streams})
+            what = "an audio-only file" if kinds == ["audio"] else f"streams: {', '.join(kinds) or 'none'}"
+            raise VideoDecodeError(f"{self.desc}: no video stream ({what})")
+        stream = videos[0]
+        if stream.codec_context is None:
+            raise VideoDecodeError(f"{self.desc}: no decoder for the video codec of stream {stream.index}")
+        if stream.codec_context.name in _NON_VIDEO_CODECS:
+            raise VideoDecodeError(f"{self.desc}: not a video (codec {stream.codec_context.name!r})")
+        stream.thread_type = "AUTO"
+        return stream
+
+    def _fps(self, index: _Index) -> float:
+        for rate in (self.stream.average_rate, self.stream.guessed_rate, self.stream.base_rate):
+            if rate:
+                return float(rate)
+        if index.pts is not None and index.count > 1 and index.pts[-1] > index.pts[0]:
+            return (index.count - 1) / float((int(index.pts[-1]) - int(index.pts[0])) * self.time_base)
+        return math.nan
+
+    def _duration(self, index: _Index, fps: float) -> float:
+        frame_s = 1.0 / fps if fps > 0 else 0.0
+        if index.pts is not None:
+            last = int(index.pts[-1])
+            if index.end_pts is not None and index.end_pts > last:  # the last packet knows its own duration
+                return float((index.end_pts - int(index.pts[0])) * self.time_base)
+            return float((last - int(index.pts[0])) * self.time_base) + frame_s
+        if self.stream.duration:
+            return float(self.stream.duration * self.time_base)
+        if self.container.duration:
+            return self.container.duration / av.time_base
+        return index.count * frame_s
+
+    def _check_complete(self, index: _Index, duration: float, fps: float) -> None:
+        """Note a stream cut short: demuxers stop quietly at a truncation, but the container header knows better."""
+        declared = self.stream.frames
+        if declared and index.seen < declared:
+            self.problems.append(f"the header lists {declared} frames but only {index.seen} could be read")
+            return
+        tag = self.stream.metadata.get("DURATION")  # Matroska/WebM per-track duration, "HH:MM:SS.fffffffff"
+        match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag.strip()) if tag else None
+        if match:
+            declared_s = int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
+            if duration + 2.0 / (fps if fps > 0 else 30.0) < declared_s:
+                self.problems.append(f"the header says {declared_s:.3f} s but frames only cover {duration:.3f} s")
+
+    # -- main ---------------------------------------------------------------------------------------------------
+
+    def read(self, torchcodec: bool, strict: bool) -> DecodedVideo:
+        try:
+            return self._read(torchcodec, strict)
+        finally:
+            for container in self.owned:
+                container.close()
+
+    def _single_threaded(self) -> None:
+        """Decode from now on without frame threads, whose errors surface at a timing-dependent frame."""
+        container = open_source(self.src)
+        self.owned.append(container)
+        stream = container.streams[self.stream.index]
+        stream.thread_type = "SLICE"
+        self.decoding = (container, stream)
+        self.single_threaded = True
+
+    def _read(self, torchcodec: bool, strict: bool) -> DecodedVideo:
+        index = _scan(self.container, self.stream)
+        if index.error is not None:
+            if index.count == 0:
+                raise VideoDecodeError(
+                    f"{self.desc}: cannot read any video packet ({describe_error(index.error)})"
+                ) from (index.error)
+            self.problems.append(f"reading stopped after {index.count} frames ({describe_error(index.error)})")
+        if index.count == 0:
+            raise VideoDecodeError(f"{self.desc}: the video stream has no frames")
+        fps = self._fps(index)
+        duration = self._duration(index, fps)
+        self._check_complete(index, duration, fps)
+        if index.pts is not None:
+            times = (index.pts - index.pts[0]).astype(np.float64) * float(self.time_base)
+        else:
+            times = np.arange(index.count, dtype=np.float64) / fps
+        first, stop = self._window(times, duration)
+
+        total = index.count
+        frames: dict[int, np.ndarray] = {}
+        for _ in range(4):  # one retry single-threaded, then each retry shrinks `total`
+            stop = min(stop, total)
+            if first >= stop:
+                raise VideoDecodeError(
+                    f"{self.desc}: only {total} frames are decodable, none in the requested window "
+                    f"(from frame {first}); " + "; ".join(self.problems)
+                )
+            indices = sample_frame_indices(total, self.num_frames, first, stop)
+            wanted = np.unique(indices)
+            try:
+                frames = self._decode(index, wanted, frames, torchcodec, strict)
+                break
+            except _Shortfall as e:
+                if e.cause is not None and not self.single_threaded:
+                    self._single_threaded()  # frames decoded so far are right; only where the error hits varies
+                    continue
+                if e.decodable <= 0:
+                    cause = f" ({describe_error(e.cause)})" if e.cause is not None else ""
+                    raise VideoDecodeError(f"{self.desc}: no decodable video frame{cause}") from e.cause
+                if e.decodable >= total:
+                    raise VideoDecodeError(f"{self.desc}: decoding did not converge") from e.cause
+                cause = f": {describe_error(e.cause)}" if e.cause is not None else ""
+                self.problems.append(f"only the first {e.decodable} of {total} frames decode{cause}")
+                total = e.decodable
+                frames = {k: v for k, v in frames.items() if k < total}
+        else:
+            raise VideoDecodeError(f"{self.desc}: gave up after repeated decoding failures: {'; '.join(self.problems)}")
+
+        if self.problems:
+            warnings.warn(
+                f"{self.desc}: the stream looks truncated or corrupt: {'; '.join(self.problems)}; "
+                f"using the {total} frames before it",
+                stacklevel=3,
+            )
+        if total < index.count:
+            duration = min(duration, float(times[total - 1]) + (1.0 / fps if fps > 0 else 0.0))
+        out = np.stack([frames[int(i)] for i in indices])
+        return DecodedVideo(
+            frames=np.ascontiguousarray(out),
+            indices=indices,
+            timestamps=times[indices],
+            fps=fps,
+            duration=duration,
+            num_frames_total=total,
+            source=self.desc,
+        )
+
+    def _window(self, times: np.ndarray, duration: float) -> tuple[int, int]:
+        first, stop = 0, int(times.size)
+        if self.start_time is not None:
+            if self.start_time >= duration:
+                raise ValueError(
+                    f"{self.desc}: start_time={self.start_time} is not before the end of the video ({duration:.3f} s)"
+                )
+            first = int(np.searchsorted(times, self.start_time - _TIME_EPS_S, side="left"))
+        if self.end_time is not None:
+            stop = int(np.searchsorted(times, self.end_time - _TIME_EPS_S, side="left"))
+        if first >= stop:
+            raise ValueError(
+                f"{self.desc}: no frame in the window [{self.start_time}, {self.end_time}) s "
+                f"(video of {duration:.3f} s, {times.size} frames)"
+            )
+        return first, stop
+
+    def _decode(
+        self, index: _Index, wanted: np.ndarray, have: dict[int, np.ndarray], torchcodec: bool, strict: bool
+    ) -> dict[int, np.ndarray]:
+        todo = wanted[[int(w) not in have for w in wanted]] if have else wanted
+        if not todo.size:
+            return have
+        if torchcodec:
+            try:
+                have.update(_decode_torchcodec(self, index, todo))
+                return have
+            except _TorchcodecMismatch as e:
+                if strict:
+                    raise VideoDecodeError(f"{self.desc}: torchcodec decoding failed ({e})") from e
+                logger.debug("%s: torchcodec failed (%s); decoding with PyAV", self.desc, e)
+        if index.pts is not None:
+            try:
+                self._decode_seeking(index, todo, have)
+                return have
+            except _IndexMismatch as e:
+                logger.debug("%s: %s; decoding sequentially", self.desc, e)
+        self._decode_sequential(todo, have)
+        return have
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.transform is None:
+            self.transform = display_transform(display_matrix(frame), self.stream.metadata.get("rotate"))
+            self.size = (frame.width, frame.height)
+        if (frame.width, frame.height) != self.size:  # resolution changes mid-stream: keep the first size
+            image = frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
+        else:
+            image = frame.to_ndarray(format="rgb24")
+        return np.ascontiguousarray(apply_transform(image, self.transform))
+
+    def _decode_seeking(self, index: _Index, wanted: np.ndarray, out: dict[int, np.ndarray]) -> None:
+        """Decode ``wanted`` (sorted, unique) frames, seeking to a keyframe whenever that skips decoding."""
+        frames: Iterator[tuple[int, av.VideoFrame]] | None = None
+        next_index = -1  # what `frames` yields next
+        try:
+            for w in (int(x) for x in wanted):
+                keyframe = index.keyframe_at_or_before(w)
+                # Decoding forward from `next_index` passes no keyframe before `w` iff keyframe <= next_index: a seek
+                # would then decode at least as much.
+                if frames is None or w < next_index or keyframe > next_index:
+                    if frames is not None:
+                        frames.close()
+                    frames = self._frames_from_keyframe(index, keyframe)
+                    next_index = keyframe  # frames before it are taken as decodable if this seek yields nothing
+                while next_index <= w:
+                    try:
+                        i, frame = next(frames)
+                    except StopIteration:
+                        raise _Shortfall(next_index) from None
+                    next_index = i + 1
+                    if i == w:
+                        out[w] = self._to_rgb(frame)
+        finally:
+            if frames is not None:
+                frames.close()
+
+    def _frames_from_keyframe(self, index: _Index, keyframe: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Seek to ``keyframe`` and yield ``(index, frame)`` for consecutive frames from it, checked against the index.
+
+        May start at an earlier keyframe when the container's seek lands after the one asked for.
+        """
+        position = int(np.searchsorted(index.keyframes, keyframe, side="right"))
+        keys = [int(k) for k in index.keyframes[max(0, position - _MAX_SEEK_RETRIES - 1) : position][::-1]]
+        for target in keys:
+            try:
+                _seek(*self.decoding, int(index.pts[target]))
+            except (av.error.FFmpegError, OSError) as e:
+                raise _IndexMismatch(f"seek failed ({describe_error(e)})") from e
+            expected = target
+            try:
+                for frame in _iter_frames(*self.decoding):
+                    i = index.lookup(frame.pts)
+                    if i < 0:
+                        raise _IndexMismatch(f"decoded a frame with pts {frame.pts} that the packet index lacks")
+                    if i < target and expected == target:
+                        continue  # before the keyframe: an earlier seek point or leading pictures, never used
+                    if i != expected:
+                        if expected == target:
+                            break  # the seek landed after `target`: retry from an earlier keyframe
+                        raise _IndexMismatch(f"expected frame {expected} after a seek, decoded frame {i}")
+                    yield i, frame
+                    expected += 1
+                else:
+                    return  # end of stream
+            except (av.error.FFmpegError, OSError) as e:
+                raise _Shortfall(expected, e) from e
+        raise _IndexMismatch(f"seeking never landed at or before keyframe {keyframe}")
+
+    def _decode_sequential(self, wanted: np.ndarray, out: dict[int, np.ndarray]) -> None:
+        """Decode from the first frame, counting frames, keeping ``wanted`` ones. The ground truth for indexing."""
+        last = int(wanted[-1])
+        wanted_set = {int(w) for w in wanted}
+        i = 0
+        # A fresh container starts exactly where a full decode does, whatever the stream's start time or seekability.
+        with open_source(self.src) as container:
+            stream = container.streams[self.stream.index]
+            stream.thread_type = "SLICE" if self.single_threaded else "AUTO"
+            try:
+                for frame in _iter_frames(container, stream):
+                    if i in wanted_set:
+                        out[i] = self._to_rgb(frame)
+                    i += 1
+                    if i > last:
+                        return
+            except (av.error.FFmpegError, OSError) as e:
+                raise _Shortfall(i, e) from e
+        raise _Shortfall(i)
+
+    def first_frame_transform(self) -> str:
+        """The display transform, read from the first frame PyAV decodes (every frame carries the same matrix)."""
+        if self.transform is None:
+            with open_source(self.src) as container:
+                stream = container.streams[self.stream.index]
+                for frame in _iter_frames(container, stream):
+                    self._to_rgb(frame)
+                    break
+        return self.transform or "none"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# torchcodec (optional)
+
+
+class _TorchcodecMismatch(Exception):  # noqa: N818 - internal control flow, never escapes
+    """torchcodec failed or its frames disagree with the packet index."""
+
+
+@functools.cache
+def _probe_clip() -> bytes:
+    """A tiny MPEG-4 clip made with PyAV's built-in encoder, to check that torchcodec can decode at all."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(2):
+            image = np.full((32, 32, 3), 60 * i, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+@functools.cache
+def torchcodec_unavailable_reason() -> str | None:
+    """None if torchcodec imports and decodes a probe clip, else why not (logged once at debug level)."""
+    try:
+        from torchcodec.decoders import VideoDecoder
+
+        decoder = VideoDecoder(_probe_clip(), dimension_order="NHWC")
+        batch = decoder.get_frames_at([0, 1])
+        if tuple(batch.data.shape) != (2, 32, 32, 3):
+            raise RuntimeError(f"probe decode returned shape {tuple(batch.data.shape)}")
+    # Any failure means "not usable": PyPI wheels raise OSError/RuntimeError on import against a CPU-only torch.
+    except Exception as e:  # noqa: BLE001
+        reason = describe_error(e)
+        logger.debug("torchcodec is unavailable, using PyAV: %s", reason)
+        return reason
+    return None
+
+
+def _decode_torchcodec(reader: Reader, index: _Index, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """Decode ``wanted`` frames with torchcodec, checked against our packet index."""
+    from torchcodec.decoders import VideoDecoder
+
+    src = reader.src
+    source = src.path if src.path is not None else (src.url if src.url is not None else src.data)
+    try:
+        try:
+            decoder = VideoDecoder(
+                source,
+                stream_index=reader.stream.index,
+                dimension_order="NHWC",
+                seek_mode="exact",
+                num_ffmpeg_threads=0,
+            )
+        except TypeError:  # releases before seek_mode / num_ffmpeg_threads
+            decoder = VideoDecoder(source, stream_index=reader.stream.index, dimension_order="NHWC")
+        metadata = decoder.metadata
+        num = getattr(metadata, "num_frames", None)
+        if num is not None and int(num) != index.count:
+            raise _TorchcodecMismatch(f"torchcodec counts {num} frames, the packet index {index.count}")
+        batch = decoder.get_frames_at([int(w) for w in wanted])
+        data = batch.data.cpu().numpy()
+        pts_seconds = batch.pts_seconds.cpu().numpy().astype(np.float64)
+    except _TorchcodecMismatch:
+        raise
+    except Exception as e:  # noqa: BLE001 - any torchcodec failure sends us back to PyAV
+        raise _TorchcodecMismatch(describe_error(e)) from e
+    if index.pts is not None:
+        expected = index.pts[wanted].astype(np.float64) * float(reader.time_base)
+        tolerance = 0.5 / reader._fps(index) if reader._fps(index) > 0 else 1e-3
+        if not np.allclose(pts_seconds, expected, rtol=0, atol=tolerance):
+            raise _TorchcodecMismatch("torchcodec frame timestamps disagree with the packet index")
+    # torchcodec >= 0.11 exposes `rotation` and applies it; earlier releases do neither.
+    try:
+        transform = reader.first_frame_transform()
+    except (av.error.FFmpegError, OSError, VideoDecodeError) as e:
+        raise _TorchcodecMismatch(f"cannot read the display matrix ({describe_error(e)})") from e
+    if hasattr(metadata, "rotation"):
+        if transform not in ("none", "clock", "cclock", "hvflip"):
+            raise _TorchcodecMismatch(f"display transform {transform!r} includes a flip")
+        transform = "none"
+    return {int(w): np.ascontiguousarray(apply_transform(data[k], transform)) for k, w in enumerate(wanted)}

@@ -1,0 +1,198 @@
+"""The model side of the collection tools: `VideoEmbedder` turns pre-processed clips into embeddings.
+
+What each checkpoint gives. A video-text (LvT) checkpoint gives its video embedding (the attention-pooled,
+L2-normalised output of the video tower, ``get_video_features``); ``frames=True`` adds the per-frame embeddings (the
+same pooler applied to each frame's tokens). A video-only encoder (``VideoPrismVisionModel``, the
+``videoprism-base/large`` checkpoints) has no pooler: its embedding is the mean of all its spatiotemporal output
+tokens (per frame: the mean of that frame's tokens). A classifier checkpoint gives its pooler's output before the
+classifier layer. The embedder leaves video embeddings as the model gives them: the store normalises the rows it
+writes, and search and zero-shot scoring normalise their inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import EmbedSettingsError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "VideoEmbedder",
+    "load_processor",
+    "load_video_embedder",
+    "model_id_for",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+DEFAULT_MODEL = "google/videoprism-lvt-base-f16r288"
+
+#: Weight dtypes by name, as the command line and the collection tools accept them.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_id_for(model: str | os.PathLike[str]) -> str:
+    """The id a store records for a model source: the hub repo of a preset, the absolute path of a local checkpoint,
+    or the hub repo id as given. Loading the id gives the same model back."""
+    from ..configuration import PRESETS
+
+    text = os.fspath(model)
+    if text in PRESETS:
+        return PRESETS[text].repo_id
+    path = os.path.expanduser(text)
+    if os.path.exists(path):
+        return os.path.abspath(path)
+    return text
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device for ``device``: "auto" (or None) is CUDA when available, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The torch dtype for a `DTYPES` name or a torch dtype; None keeps the checkpoint's float32."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise EmbedSettingsError(f"dtype={dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class VideoEmbedder:
+    """Turns pre-processed clips (B, T, 3, H, W) into embeddings with whatever VideoPrism model it holds.
+
+    See the module docstring for what each checkpoint type gives.
+
+    Args:
+        model: A loaded VideoPrism video model (`VideoPrismClipModel`, `VideoPrismVideoModel`,
+            `VideoPrismVisionModel` or `VideoPrismForVideoClassification`).
+        num_frames: Frames per clip; a count other than the model's resizes its temporal position embedding.
+        size: ``(height, width)`` of the frames; another size than the model's resizes its position embeddings.
+    """
+
+    def __init__(self, model: torch.nn.Module, num_frames: int, size: tuple[int, int]) -> None:
+        from ..modeling import (
+            VideoPrismClipModel,
+            VideoPrismForVideoClassification,
+            VideoPrismVideoModel,
+            VideoPrismVisionModel,
+        )
+
+        self.model = model
+        if isinstance(model, VideoPrismClipModel):
+            self.video_model, self.kind = model.video_model, "pooler"
+        elif isinstance(model, VideoPrismVideoModel):
+            self.video_model, self.kind = model, "pooler"
+        elif isinstance(model, VideoPrismForVideoClassification):
+            self.video_model, self.kind = model, "classifier"
+        elif isinstance(model, VideoPrismVisionModel):
+            self.video_model, self.kind = model, "mean"
+        else:
+            raise EmbedSettingsError(
+                f"{type(model).__name__} cannot embed videos; use a video or video-text checkpoint such as "
+                f"{DEFAULT_MODEL}"
+            )
+        config = self.video_model.config
+        self.dim = int(config.hidden_size)
+        self.num_frames = int(num_frames)
+        self.interpolate = num_frames != config.num_frames or tuple(size) != (config.image_size, config.image_size)
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the model also embeds text (an LvT checkpoint)."""
+        return hasattr(self.model, "get_text_features")
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor | np.ndarray, frames: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeds a batch of clips.
+
+        Args:
+            pixels: (B, T, 3, H, W) float pixel values in [0, 1] (``pixel_values_videos``).
+            frames: Also return per-frame embeddings.
+
+        Returns:
+            ``(embeddings (B, D), frame embeddings (B, T, D) or None)``, float32. Clip embeddings are the model's
+            (unit norm for a pooled LvT or video model); the store normalises the rows it writes. Frame embeddings
+            are unit norm: the store keeps them as given, so a token mean or a classifier's pooled output is
+            normalised here (a pooled LvT or video model's are already).
+        """
+        from ..modeling import l2_normalize
+
+        model = self.video_model
+        param = next(model.parameters())
+        pixels = torch.as_tensor(pixels).to(device=param.device, dtype=param.dtype)
+        batch, num_frames = pixels.shape[:2]
+        frame_embeds = None
+        if self.kind == "pooler":
+            out = model(pixels, interpolate_pos_encoding=self.interpolate, return_frame_embeds=frames)
+            embeds, frame_embeds = out.pooler_output, out.frame_embeds
+        else:
+            vision = model.vision_model if self.kind == "classifier" else model
+            tokens = vision(pixels, interpolate_pos_encoding=self.interpolate).last_hidden_state  # (B, T*N, D)
+            per_frame = tokens.reshape(batch, num_frames, -1, tokens.shape[-1])
+            if self.kind == "mean":
+                embeds = tokens.float().mean(dim=1)
+                frame_embeds = per_frame.float().mean(dim=2) if frames else None
+            else:
+
+                def pool(x: torch.Tensor) -> torch.Tensor:
+                    return model.head_layernorm(model.head(x)[0])
+
+                embeds = pool(tokens)
+                if frames:
+                    frame_embeds = pool(per_frame.flatten(0, 1)).reshape(batch, num_frames, -1)
+        if frame_embeds is not None:
+            frame_embeds = frame_embeds.float() if self.kind == "pooler" else l2_normalize(frame_embeds.float())
+            frame_embeds = frame_embeds.cpu().numpy()
+        return embeds.float().cpu().numpy(), frame_embeds
+
+
+def load_processor(model: str | os.PathLike[str], num_frames: int | None) -> Any:
+    """The checkpoint's video processor, with ``num_frames`` frames per clip when given."""
+    from ..video_processing import VideoPrismVideoProcessor
+
+    processor = VideoPrismVideoProcessor.from_pretrained(model)
+    if num_frames is not None:
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise EmbedSettingsError(f"num_frames must be a positive integer, got {num_frames!r}")
+        processor.num_frames = num_frames
+    return processor
+
+
+def load_video_embedder(
+    model: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = None,
+    num_frames: int | None = None,
+    processor: Any = None,
+) -> tuple[VideoEmbedder, Any]:
+    """Loads a checkpoint and its video processor for embedding.
+
+    Args:
+        model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file.
+        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        dtype: Weights dtype (``torch.bfloat16`` or "bfloat16", ...); None keeps the checkpoint's float32.
+        num_frames: Frames per clip; default: the model's video processor's (``video_preprocessor_config.json``, else
+            the preset's).
+        processor: The checkpoint's video processor when the caller has loaded it already (`load_processor`);
+            ``num_frames`` is then ignored.
+
+    Returns:
+        ``(embedder, video processor)``.
+    """
+    from ..auto import load_model
+
+    if processor is None:
+        processor = load_processor(model, num_frames)
+    loaded = load_model(model, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    size = (processor.size["height"], processor.size["width"])
+    return VideoEmbedder(loaded, processor.num_frames, size), processor

@@ -1,0 +1,206 @@
+"""Embed whole video collections into an embedding store on this machine: `embed_videos`, behind `videoprism embed`.
+
+The main process expands the inputs (`videoprism.collection.inputs`), skips the videos the store already holds (same
+path, size, mtime and model), loads the model once (`videoprism.collection.embedder`) and runs batched inference on
+the clips that decoding worker processes (`videoprism.collection.decode_pool`) stream to it, so the model stays busy
+while memory stays bounded. Each batch is written to the store as soon as it is embedded
+(`videoprism.collection.pipeline`), so an interrupted run (Ctrl-C, a kill, a crash) loses at most the batch in
+flight, and the next run resumes where it stopped. A video that cannot be decoded is recorded in the store with its
+error message and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import EmbedSettingsError
+from ..store import MANIFEST_NAME, EmbeddingStore
+from .clips import ClipSettings
+from .decode_pool import DecodePool, default_workers
+from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder, model_id_for
+from .pipeline import (
+    EmbedSummary,
+    VideoKey,
+    VideoState,
+    add_clip,
+    check_settings,
+    checked_inputs,
+    failure_row,
+    plan_videos,
+    store_record,
+    write_clip_rows,
+)
+from .progress import Progress
+
+__all__ = ["embed_videos"]
+
+
+def embed_videos(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    store: str | os.PathLike[str],
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = None,
+    batch_size: int = 8,
+    workers: int | None = None,
+    num_frames: int | None = None,
+    window: float | None = None,
+    stride: float | None = None,
+    frames: bool = False,
+    retry_failed: bool = False,
+    compact: bool = True,
+    progress: bool | str = "auto",
+    progress_interval: float = 10.0,
+    queue_size: int | None = None,
+) -> EmbedSummary:
+    """Embeds videos into a store (created if needed), skipping those it already holds.
+
+    See the module docstring for the pipeline, `videoprism.collection.clips` for the clips and
+    `videoprism.collection.embedder` for what each checkpoint type gives. Each clip becomes one
+    store row (kind "clip", or "window" with its start/end seconds), with the indices of the frames fed to the model;
+    a windowed video also gets a "video" row, the normalised mean of its window embeddings. Videos are keyed by
+    absolute path + size + mtime + model id: a video already stored (or recorded as failed) is skipped, a modified
+    one is embedded again and supersedes its old rows. At the end the store is compacted.
+
+    Args:
+        inputs: Files, folders, globs, URLs or ``@list.txt`` files (see `expand_inputs`).
+        store: Store folder.
+        model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file; recorded in the store as
+            `model_id_for` says.
+        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        dtype: Weights dtype ("bfloat16", "float16", "float32" or a torch dtype); None keeps float32.
+        batch_size: Clips per forward pass (and per store write).
+        workers: Decoding processes; 0 decodes in a thread of this process; None picks `default_workers`.
+        num_frames: Frames per clip; default: the model's video processor's.
+        window: Window length in seconds: one embedding per window plus a pooled video embedding; None: one clip
+            per video.
+        stride: Seconds between window starts (default ``window``).
+        frames: Also store per-frame embeddings.
+        retry_failed: Try again the videos the store records as failed.
+        compact: Compact the store at the end (one shard, one metadata file).
+        progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
+        progress_interval: Seconds between progress lines.
+        queue_size: Pre-processed clips that may wait for the model (default ``2 * batch_size``).
+
+    Returns:
+        An `EmbedSummary`.
+
+    Raises:
+        VideoInputNotFoundError: An input does not exist.
+        NoVideosFoundError: The inputs hold no video.
+        EmbedSettingsError: Invalid settings, or settings that differ from those the store was made with.
+        videoprism.store.StoreError: The store belongs to another model, is locked by another writer, or is corrupt.
+        KeyboardInterrupt: On Ctrl-C, after the workers are stopped; every batch written so far is kept.
+    """
+    for name, value in (("batch_size", batch_size), ("num_frames", num_frames), ("queue_size", queue_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise EmbedSettingsError(f"{name} must be a positive integer, got {value!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
+    paths = checked_inputs(inputs, window, stride)
+
+    model_id = model_id_for(model)
+    store = os.fspath(store)
+    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
+    processor = load_processor(model, num_frames)
+    embedder = None
+    existed = (Path(store) / MANIFEST_NAME).is_file()
+    if existed:
+        writer = EmbeddingStore.open(store, model_id=model_id)
+    else:
+        embedder, _ = load_video_embedder(model, device=device, dtype=dtype, processor=processor)
+        writer = EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim)
+    with writer:
+        if existed:  # even when there is nothing to do: a re-run with other settings must not look like a success
+            check_settings(store, processor.num_frames, window, stride)
+        keys, failures = plan_videos(paths, writer, retry_failed, summary)
+        if failures:
+            writer.write_failures(failures)
+        if keys:
+            if embedder is None:
+                embedder, _ = load_video_embedder(model, device=device, dtype=dtype, processor=processor)
+            if embedder.dim != writer.dim:
+                raise EmbedSettingsError(
+                    f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
+                )
+            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride)
+            _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
+                 progress_interval)  # fmt: skip
+        if compact:
+            writer.compact()
+    return summary
+
+
+def _run(
+    writer: EmbeddingStore,
+    keys: list[VideoKey],
+    embedder: VideoEmbedder,
+    settings: ClipSettings,
+    summary: EmbedSummary,
+    batch_size: int,
+    workers: int | None,
+    frames: bool,
+    queue_size: int | None,
+    progress: bool | str,
+    progress_interval: float,
+) -> None:
+    """The decode -> embed -> write loop of `embed_videos`."""
+    windowed = settings.window is not None
+    states: dict[int, VideoState] = {}
+    pending: list[tuple[int, dict[str, Any], np.ndarray]] = []
+    failures: list[dict[str, Any]] = []
+    bar = Progress(len(keys), progress, progress_interval)
+    failed_before = summary.failed  # files that could not even be stat'ed: not part of `keys`
+
+    def flush() -> None:
+        if pending:
+            pixels = torch.from_numpy(np.stack([p for _, _, p in pending]))
+            embeds, frame_embeds = embedder(pixels, frames=frames)
+            records = [store_record(keys[idx], meta) for idx, meta, _ in pending]
+            pooled_records, pooled = [], []
+            for (idx, meta, _), emb in zip(pending, embeds, strict=True):
+                if (done := add_clip(states, idx, meta, emb, windowed, summary)) is not None:
+                    pooled_records.append(store_record(keys[idx], done[0]))
+                    pooled.append(done[1])
+            summary.clips += len(pending)
+            write_clip_rows(writer, records, embeds, frame_embeds, pooled_records, pooled)
+            pending.clear()
+        if failures:
+            writer.write_failures(failures)
+            failures.clear()
+        bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
+
+    num_workers = default_workers(len(keys)) if workers is None else workers
+    queue_size = queue_size or 2 * batch_size
+    t0 = time.perf_counter()
+    try:
+        with DecodePool([k[0] for k in keys], settings, num_workers, queue_size) as pool:
+            for event in pool.events():
+                kind, idx = event[:2]
+                if kind == "clip":
+                    pending.append((idx, event[2], event[3]))
+                    if len(pending) >= batch_size:
+                        flush()
+                elif kind == "fail":
+                    pending[:] = [p for p in pending if p[0] != idx]
+                    states.pop(idx, None)
+                    failures.append(failure_row(keys[idx], event[2], summary, bar))
+                    if len(failures) >= batch_size:
+                        flush()
+                    else:
+                        bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
+                elif kind == "warn":
+                    summary.warnings.append((keys[idx][0], event[2]))
+            flush()
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed, final=True)
+        bar.close()
