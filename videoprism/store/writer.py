@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - Windows has no flock; the single-write
 
 
 @dataclass
-class _Video:
+class _VideoRecord:
     """Resume state of one path: its current key and how much of it is stored."""
 
     size: int
@@ -87,7 +87,7 @@ class EmbeddingStore:
         self.model_id: str = manifest["model_id"]
         self.dim: int = manifest["dim"]
         self._lock_fd = lock_fd
-        self._videos: dict[str, _Video] = {}
+        self._videos: dict[str, _VideoRecord] = {}
         self._next_id = 0
         self._frames_shape: tuple[int, ...] | None = None
         self._rows = 0
@@ -227,7 +227,7 @@ class EmbeddingStore:
                 with contextlib.suppress(OSError, ValueError):
                     self._frames_shape = tuple(read_npy_header(self.path / name)[0][1:])
                     break
-        videos: dict[str, _Video] = {}
+        videos: dict[str, _VideoRecord] = {}
         ok = snap.ok
         if ok.num_rows:
             grouped = ok.group_by("path").aggregate(
@@ -235,11 +235,11 @@ class EmbeddingStore:
             )
             cols = [grouped[c].to_pylist() for c in ("path", "size_max", "mtime_ns_max", "id_count", "video_rows_max")]
             for path, size, mtime, count, expected in zip(*cols, strict=True):
-                videos[path] = _Video(size, mtime, count, expected or 0)
+                videos[path] = _VideoRecord(size, mtime, count, expected or 0)
         for path, size, mtime in zip(
             *(snap.failures[c].to_pylist() for c in ("path", "size", "mtime_ns")), strict=True
         ):
-            videos.setdefault(path, _Video(size, mtime)).failed = True
+            videos.setdefault(path, _VideoRecord(size, mtime)).failed = True
         incomplete = [p for p, v in videos.items() if not v.done and v.ok_rows]
         if incomplete:
             sub = ok.filter(pc.is_in(ok["path"], value_set=pa.array(incomplete)))
@@ -446,7 +446,7 @@ class EmbeddingStore:
             if v is not None:  # supersedes the old version's rows
                 self._rows -= v.ok_rows
                 self._failures -= int(v.failed)
-            v = self._videos[rec["path"]] = _Video(rec["size"], rec["mtime_ns"])
+            v = self._videos[rec["path"]] = _VideoRecord(rec["size"], rec["mtime_ns"])
         if failure:
             self._failures += int(not v.failed)
             v.failed = True
