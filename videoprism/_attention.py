@@ -1,4 +1,10 @@
-"""Exact soft-capped attention: the eager reference and a query-chunked fast path that bounds peak memory."""
+"""Soft-capped attention kernels and the one registry that names them (`ATTENTION_FUNCTIONS`).
+
+"eager" is the reference: the original's order of operations on unscaled q, all scores at once, and it can return the
+attention probabilities. The fast kernels ("chunked", "flex", "sdpa") take q already multiplied by
+Dh**-0.5 / softcap and return only the output. "auto" is not a kernel: `resolve_implementation` turns it into one per
+device.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,6 @@ import torch.nn.functional as F
 
 from . import _mkl  # noqa: F401  (settles MKL's kernel choice before the first parallel tanh/exp)
 
-# "auto" picks the fastest exact path for the device: "flex" on CUDA, "chunked" elsewhere.
-ATTN_IMPLEMENTATIONS = ("auto", "chunked", "flex", "eager", "sdpa")
 DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
 # Bytes of fp32 attention scores one chunk may hold (per chunk; softmax needs about twice that).
@@ -104,9 +108,18 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
 
 
 def resolve_implementation(name: str, device: torch.device) -> str:
+    """The kernel `name` stands for on `device`: "auto" is "flex" on CUDA (when torch has it), "chunked" elsewhere."""
     if name != "auto":
         return name
     return "flex" if device.type == "cuda" and _flex_attention_fn(compiled=False) is not None else "chunked"
+
+
+def check_implementation(name: str | None) -> str:
+    """`name` (None: the default "auto") if it is "auto" or a kernel of `ATTENTION_FUNCTIONS`; ValueError otherwise."""
+    name = name or DEFAULT_ATTN_IMPLEMENTATION
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+    return name
 
 
 @functools.cache
@@ -186,3 +199,15 @@ def sdpa_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
         mask = torch.zeros(allowed.shape[:-1] + k.shape[-2:-1], dtype=q.dtype, device=q.device)
         mask.masked_fill_(~allowed, large_negative(q.dtype))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softcap or 1.0)
+
+
+# Every attention kernel by name. "chunked": exact, query blocks bound the memory. "flex": exact, torch
+# flex_attention with the cap as a score_mod. "eager": the reference. "sdpa": APPROXIMATE, fused attention without the
+# soft cap (warns once).
+ATTENTION_FUNCTIONS = {
+    "chunked": chunked_attention,
+    "flex": flex_attention,
+    "eager": reference_attention,
+    "sdpa": sdpa_attention,
+}
+ATTN_IMPLEMENTATIONS = ("auto", *ATTENTION_FUNCTIONS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -16,37 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._attention import (
-    ATTN_IMPLEMENTATIONS,
+    ATTENTION_FUNCTIONS,
     DEFAULT_ATTN_IMPLEMENTATION,
-    chunked_attention,
-    flex_attention,
-    query_rows,
+    check_implementation,
     reference_attention,
     resolve_implementation,
-    sdpa_attention,
-    sequence_rows,
 )
+from ._blocks import layer_in_blocks, runs_blockwise
 from ._loading import PreTrainedMixin
-from ._malloc import raise_heap_thresholds
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
-
-FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
-
-# CPU inference runs each layer over blocks of about this many fp32 token rows (whole sequences; query rows for
-# one long sequence), half as many in bf16/fp16 (fastest on AMX). Every intermediate then stays a few MB and is
-# reused from the heap; full-size ones came as fresh pages from the kernel on every call (10-25% of a forward).
-BLOCK_ROWS = 1024
-
-
-def _block_rows(x: torch.Tensor) -> int:
-    return BLOCK_ROWS if x.element_size() >= 4 else max(1, BLOCK_ROWS // 2)
-
-
-def _blockwise(x: torch.Tensor) -> bool:
-    """Whether layers run block by block: CPU inference outside a compiled graph (autograd needs whole tensors; GPU
-    allocators cache memory and GPUs want big kernels)."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -242,7 +221,7 @@ class VideoPrismAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         """The fast exact path on (B, H, L, Dh) heads from `project`."""
-        return FAST_ATTENTION[self.implementation(q)](q, k, v, allowed, self.softcap)
+        return ATTENTION_FUNCTIONS[self.implementation(q)](q, k, v, allowed, self.softcap)
 
     def merge(self, heads: torch.Tensor) -> torch.Tensor:
         """(B, H, L, Dh) -> output projection (B, L, D)."""
@@ -305,45 +284,13 @@ class VideoPrismLayer(nn.Module):
         )
 
     def forward(self, x, allowed=None, keep=None, output_attentions=False, out=None):
-        """`out`: where blockwise inference may write the result (may be `x` itself); ignored otherwise."""
-        if output_attentions or not _blockwise(x):
-            attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
-            x = x + attn
-            x = x + self.mlp(self.layernorm_after(x), keep)
-            return x, probs
-        # Inference: blocks of whole sequences (attention never crosses them), the fused q/k/v weight built once.
-        raise_heap_thresholds()
-        out = torch.empty_like(x) if out is None else out
-        qkv = self.attention.fused_qkv()
-        block_rows = _block_rows(x)
-        if x.shape[1] > block_rows and self.attention.implementation(x) != "eager":
-            for index in range(x.shape[0]):
-                one = slice(index, index + 1)
-                self._long_sequence(
-                    x[one], sequence_rows(allowed, one), sequence_rows(keep, one), out[one], qkv, block_rows
-                )
-            return out, None
-        per_block = max(1, block_rows // x.shape[1])
-        for start in range(0, x.shape[0], per_block):
-            rows = slice(start, start + per_block)
-            h = x[rows] + self.attention(self.layernorm_before(x[rows]), sequence_rows(allowed, rows), qkv=qkv)[0]
-            torch.add(h, self.mlp(self.layernorm_after(h), sequence_rows(keep, rows)), out=out[rows])
-        return out, None
-
-    def _long_sequence(self, x, allowed, keep, out, qkv, block_rows) -> None:
-        """One sequence longer than a block: all its heads first, then attention, output projection and MLP per block
-        of query rows, so only the heads are full size (`out` may be `x`: its rows are read before they are written)."""
-        length = x.shape[1]
-        attention = self.attention
-        heads = x.new_empty(3, 1, attention.num_heads, length, attention.head_dim)
-        for start in range(0, length, block_rows):
-            rows = slice(start, start + block_rows)
-            heads[:, :, :, rows] = attention.project(self.layernorm_before(x[:, rows]), qkv).permute(2, 0, 3, 1, 4)
-        q, k, v = heads.unbind(0)
-        for start in range(0, length, block_rows):
-            rows = slice(start, start + block_rows)
-            h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, query_rows(allowed, rows, length)))
-            torch.add(h, self.mlp(self.layernorm_after(h), query_rows(keep, rows, length)), out=out[:, rows])
+        """`out`: where CPU inference, which runs in blocks (see `_blocks`), may write the result (may be `x`)."""
+        if not output_attentions and runs_blockwise(x):
+            return layer_in_blocks(self, x, allowed, keep, out), None
+        attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
+        x = x + attn
+        x = x + self.mlp(self.layernorm_after(x), keep)
+        return x, probs
 
 
 def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
@@ -499,11 +446,37 @@ def _check_frame_mask(frame_mask: torch.Tensor | None, batch: int, frames: int) 
 # ----------------------------------------------------------------------------------------------------------------
 # Models
 
+# Where each model's weights sit in the checkpoints of the larger models.
+CHECKPOINT_PREFIXES = ("", "video_model.", "vision_model.", "video_model.vision_model.", "text_model.")
+
+
+def _fit_widths(config, state: dict[str, torch.Tensor]):
+
+    def width(suffix: str) -> int | None:
+        for prefix in CHECKPOINT_PREFIXES:
+            if prefix + suffix in state:
+                return state[prefix + suffix].shape[0]
+        return None
+
+    if isinstance(config, VideoPrismConfig):
+        return VideoPrismConfig(_fit_widths(config.vision_config, state), _fit_widths(config.text_config, state))
+    if isinstance(config, VideoPrismVisionConfig):
+        pooler = width("head.q_proj.weight")
+        if pooler is not None and pooler != config.pooler_size:
+            config = config.copy(pooler_intermediate_size=pooler)
+    if isinstance(config, VideoPrismTextConfig):
+        mlp = width("layers.0.mlp.fc1.weight")
+        if mlp is not None and mlp != config.intermediate_size:
+            config = config.copy(intermediate_size=mlp)
+    return config
+
 
 class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
     """Shared initialisation, attention switching and loading (`from_pretrained`, `save_pretrained`)."""
 
     config_class = VideoPrismVisionConfig
+    # Whether the model holds the attention pooler (transformers derives its width from the MLP's).
+    has_pooler = False
 
     def __init__(self, config):
         super().__init__()
@@ -517,18 +490,33 @@ class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
         return DEFAULT_ATTN_IMPLEMENTATION
 
     def set_attn_implementation(self, name: str | None) -> None:
-        """Chooses the attention kernel of every layer.
+        """Chooses the attention kernel of the whole model: "auto" (default) or a name in `ATTENTION_FUNCTIONS`.
 
-        "auto" (default): "flex" on CUDA, "chunked" elsewhere. "chunked": exact, query blocks bound the memory.
-        "flex": exact, torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at
-        once. "sdpa": APPROXIMATE, fused attention without the soft cap (warns once).
+        "auto" is "flex" on CUDA, "chunked" elsewhere. "chunked": exact, query blocks bound the memory. "flex": exact,
+        torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at once. "sdpa":
+        APPROXIMATE, fused attention without the soft cap (warns once).
         """
-        name = name or DEFAULT_ATTN_IMPLEMENTATION
-        if name not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+        name = check_implementation(name)
         for module in self.modules():
             if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
                 module.attn_implementation = name
+
+    @classmethod
+    def fit_config(cls, config, state: dict[str, torch.Tensor]):
+        """Pooler and text-MLP widths are derived in the original (4 x D): take them from the checkpoint's shapes."""
+        return _fit_widths(config, state)
+
+    def before_save(self) -> None:
+        if not self.has_pooler:
+            return
+        vision = self.config.vision_config if isinstance(self.config, VideoPrismConfig) else self.config
+        if vision.pooler_size != vision.intermediate_size:
+            warnings.warn(
+                f"pooler width {vision.pooler_size} differs from intermediate_size {vision.intermediate_size}: "
+                "this package reads the folder, but transformers 5.23 cannot (it derives the pooler width "
+                "from intermediate_size)",
+                stacklevel=3,
+            )
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> None:
@@ -559,6 +547,7 @@ class VideoPrismVisionModel(VideoPrismPreTrainedModel):
     """The factorized video encoder: a spatial ViT per frame, then a temporal transformer per patch position."""
 
     config_class = VideoPrismVisionConfig
+    checkpoint_prefixes = ("", "vision_model.", "video_model.vision_model.")
 
     def __init__(self, config: VideoPrismVisionConfig):
         super().__init__(config)
@@ -640,6 +629,8 @@ class VideoPrismVideoModel(VideoPrismPreTrainedModel):
     """The LvT video tower: vision encoder, auxiliary layers over all T*N tokens, attention pooler, LayerNorm."""
 
     config_class = VideoPrismVisionConfig
+    checkpoint_prefixes = ("", "video_model.")
+    has_pooler = True
 
     def __init__(self, config: VideoPrismVisionConfig):
         super().__init__(config)
@@ -707,6 +698,7 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
     """The LvT text tower: causal transformer whose CLS token, appended after the padded text, is the embedding."""
 
     config_class = VideoPrismTextConfig
+    checkpoint_prefixes = ("", "text_model.")
 
     def __init__(self, config: VideoPrismTextConfig):
         super().__init__(config)
@@ -720,6 +712,9 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
         super().init_weights(std)
         if not self.embeddings.position_ids.is_meta:
             self.reset_position_buffers()
+
+    def after_load(self) -> None:
+        self.reset_position_buffers()
 
     def reset_position_buffers(self) -> None:
         """Writes the original sinusoid into the checkpoint buffer (transformers reads it from there)."""
@@ -789,11 +784,15 @@ class VideoPrismClipModel(VideoPrismPreTrainedModel):
     """Video-text (LvT) model: `video_model` + `text_model`, scored by cosine / temperature."""
 
     config_class = VideoPrismConfig
+    has_pooler = True
 
     def __init__(self, config: VideoPrismConfig):
         super().__init__(config)
         self.video_model = VideoPrismVideoModel(config.vision_config)
         self.text_model = VideoPrismTextModel(config.text_config)
+
+    def after_load(self) -> None:
+        self.text_model.after_load()
 
     def get_video_features(self, pixel_values_videos, frame_mask=None, interpolate_pos_encoding=False) -> torch.Tensor:
         """Video embeddings (B, D)."""
@@ -848,6 +847,10 @@ class VideoPrismForVideoClassification(VideoPrismPreTrainedModel):
     """Vision encoder, attention pooler and LayerNorm, then a linear classifier over `num_labels`."""
 
     config_class = VideoPrismVisionConfig
+    checkpoint_prefixes = ("", "video_model.")
+    has_pooler = True
+    # A classifier fine-tuned from a video or LvT checkpoint starts with a fresh linear layer.
+    fresh_keys = ("classifier.weight", "classifier.bias")
 
     def __init__(self, config: VideoPrismVisionConfig):
         if config.num_labels is None:
