@@ -82,7 +82,7 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES, same arithmetic per row.
 
     A chunk holds as many query rows of one (sequence, head) pair as fit, then as many pairs as fit: long row blocks
-    make better matmuls than few rows of every head (twice as fast against 16384 keys). `q` must already be multiplied
+    make better matmuls than few rows of every head. `q` must already be multiplied
     by Dh**-0.5 / softcap (just Dh**-0.5 when there is no cap).
     """
     batch, heads, length, _ = q.shape
@@ -171,7 +171,7 @@ def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     options = None
     if isinstance(batch, int) and batch * heads > FLEX_MAX_BATCH:
         # For short queries a static-shape compile picks flex's decoding kernel, whose grid has batch * heads on
-        # one axis (at most 65535: "CUDA driver error: invalid argument" on an H100); the main kernel has not.
+        # one axis (at most 65535; CUDA rejects a larger launch as an invalid argument); the main kernel has not.
         options = {"FORCE_USE_FLEX_ATTENTION": True}
     call = functools.partial(fn, q, k, v, score_mod=score_mod, scale=1.0, kernel_options=options)
     if q.is_cuda or torch.compiler.is_compiling():

@@ -1,4 +1,4 @@
-"""The VideoPrism model family: blocks first, then the five public model classes.
+"""The VideoPrism model family: blocks first, then the five public model classes (outputs in `outputs.py`).
 
 Arithmetic follows the original JAX/Flax release (google-deepmind/videoprism); state-dict names follow
 transformers 5.23 so checkpoints move both ways.
@@ -6,12 +6,9 @@ transformers 5.23 so checkpoints move both ways.
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
-from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,125 +22,15 @@ from ._attention import (
 )
 from ._blocks import layer_in_blocks, runs_blockwise
 from ._loading import PreTrainedMixin
+from ._numerics import l2_normalize, resize_positions, text_sinusoid
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
-
-# ----------------------------------------------------------------------------------------------------------------
-# Outputs
-
-
-class ModelOutput:
-    """Dataclass outputs that also answer `output["name"]` and `to_tuple()` (the non-None fields, in order)."""
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def to_tuple(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.keys())
-
-
-@dataclass
-class VideoPrismVisionOutput(ModelOutput):
-    """`last_hidden_state` (B, T*N, D), frame-major; `spatial_features` (B, T*N, D) after the spatial LayerNorm."""
-
-    last_hidden_state: torch.Tensor
-    spatial_features: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class VideoPrismVideoOutput(ModelOutput):
-    """`pooler_output` (B, D) video embedding; `last_hidden_state` (B, T*N, D) auxiliary-encoder tokens;
-    `frame_embeds` (B, T, D) when asked for; `vision_model_output` the factorized encoder's output."""
-
-    pooler_output: torch.Tensor
-    last_hidden_state: torch.Tensor | None = None
-    frame_embeds: torch.Tensor | None = None
-    vision_model_output: VideoPrismVisionOutput | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class VideoPrismTextOutput(ModelOutput):
-    """`pooler_output` (B, D) text embedding (the appended CLS token); `last_hidden_state` (B, L + 1, D)."""
-
-    pooler_output: torch.Tensor
-    last_hidden_state: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class VideoPrismClipOutput(ModelOutput):
-    """`logits_per_video` (Bv, Bt) = cosine / temperature; `logits_per_text` its transpose."""
-
-    logits_per_video: torch.Tensor
-    logits_per_text: torch.Tensor
-    video_embeds: torch.Tensor
-    text_embeds: torch.Tensor
-    loss: torch.Tensor | None = None
-    video_model_output: VideoPrismVideoOutput | None = None
-    text_model_output: VideoPrismTextOutput | None = None
-
-
-@dataclass
-class VideoPrismClassifierOutput(ModelOutput):
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Numerics shared by the towers
-
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """The original's `x / sqrt(sum(x^2) + 1e-12)`, in fp32."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.square().sum(-1, keepdim=True) + 1e-12)).to(x.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _jax_linear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) weights of `jax.image.resize(method='bilinear')` along one axis, antialias=True (its default).
-
-    Triangle kernel at half-pixel centres, widened by in/out when downsampling, normalised per output sample.
-    """
-    scale = out_size / in_size
-    kernel_scale = max(1.0 / scale, 1.0)
-    sample = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
-    dist = np.abs(sample[None, :] - np.arange(in_size, dtype=np.float64)[:, None]) / kernel_scale
-    weights = np.maximum(0.0, 1.0 - dist)
-    total = weights.sum(axis=0, keepdims=True)
-    weights = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, weights / np.where(total != 0, total, 1), 0)
-    inside = (sample >= -0.5) & (sample <= in_size - 0.5)
-    return np.where(inside[None, :], weights, 0.0).T.copy()
-
-
-def resize_positions(table: torch.Tensor, grid: tuple[int, ...], new_grid: tuple[int, ...]) -> torch.Tensor:
-    """Resizes a (prod(grid), D) position table to `new_grid` exactly as the original's jax.image.resize."""
-    if tuple(grid) == tuple(new_grid):
-        return table
-    out = table.reshape(*grid, table.shape[-1]).double()
-    for axis, (old, new) in enumerate(zip(grid, new_grid, strict=True)):
-        weights = torch.from_numpy(_jax_linear_resize_matrix(old, new)).to(out.device)
-        out = torch.movedim(torch.tensordot(weights, out, dims=([1], [axis])), 0, axis)
-    return out.reshape(-1, table.shape[-1]).to(table.dtype)
-
-
-def text_sinusoid(length: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The original text position table: inc = ln(1e4)/(D/2 - 1), [sin | cos] halves concatenated, fp32."""
-    half = dim // 2
-    inc = math.log(10000.0) / max(half - 1, 1)
-    inv = torch.exp(torch.arange(half, dtype=torch.float32, device=device) * -inc)
-    angles = torch.arange(length, dtype=torch.float32, device=device)[:, None] * inv[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-
+from .outputs import (
+    VideoPrismClassifierOutput,
+    VideoPrismClipOutput,
+    VideoPrismTextOutput,
+    VideoPrismVideoOutput,
+    VideoPrismVisionOutput,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Blocks

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .modeling import l2_normalize
+from ._numerics import l2_normalize
 from .zero_shot_metadata import DEFAULT_TEMPLATE, TEMPLATE_ENSEMBLES
 
 __all__ = [
