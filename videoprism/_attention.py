@@ -211,3 +211,21 @@ ATTENTION_FUNCTIONS = {
     "sdpa": sdpa_attention,
 }
 ATTN_IMPLEMENTATIONS = ("auto", *ATTENTION_FUNCTIONS)
+
+
+class AttentionChoice:
+    """The attention kernel of one model, shared by all its attention modules: chosen once, read at every call.
+
+    Args:
+        name: "auto" (default: "flex" on CUDA, "chunked" elsewhere) or a kernel of `ATTENTION_FUNCTIONS`.
+    """
+
+    def __init__(self, name: str | None = None):
+        self.name = check_implementation(name)
+
+    def kernel(self, device: torch.device) -> str:
+        """The kernel's name on `device` ("auto" resolved)."""
+        return resolve_implementation(self.name, device)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

@@ -13,13 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._attention import (
-    ATTENTION_FUNCTIONS,
-    DEFAULT_ATTN_IMPLEMENTATION,
-    check_implementation,
-    reference_attention,
-    resolve_implementation,
-)
+from ._attention import ATTENTION_FUNCTIONS, AttentionChoice, check_implementation, reference_attention
 from ._blocks import layer_in_blocks, runs_blockwise
 from ._loading import PreTrainedMixin
 from ._numerics import l2_normalize, resize_positions, text_sinusoid
@@ -76,12 +70,19 @@ class VideoPrismLayerNorm(nn.Module):
 class VideoPrismAttention(nn.Module):
     """Multi-head self-attention with biases on q/k/v/out, q scaled by Dh^-0.5, and a tanh logit soft cap."""
 
-    def __init__(self, hidden_size: int, num_heads: int, softcap: float, qkv_bias: bool = True):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        softcap: float,
+        qkv_bias: bool = True,
+        attention: AttentionChoice | None = None,
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.softcap = softcap
-        self.attn_implementation = DEFAULT_ATTN_IMPLEMENTATION
+        self.attention_choice = attention if attention is not None else AttentionChoice()
         self.q_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
@@ -99,7 +100,7 @@ class VideoPrismAttention(nn.Module):
         return weight, torch.cat([self.q_proj.bias * q_scale, self.k_proj.bias, self.v_proj.bias])
 
     def implementation(self, x: torch.Tensor) -> str:
-        return resolve_implementation(self.attn_implementation, x.device)
+        return self.attention_choice.kernel(x.device)
 
     def project(self, x: torch.Tensor, qkv=None) -> torch.Tensor:
         """(B, L, 3, H, Dh) heads from one fused projection, q pre-scaled for the fast paths; `qkv`: `fused_qkv()`
@@ -151,15 +152,19 @@ class VideoPrismMLP(nn.Module):
 class VideoPrismLayer(nn.Module):
     """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, hidden_size, num_heads, intermediate_size, activation, softcap, eps, qkv_bias=True):
+    def __init__(
+        self, hidden_size, num_heads, intermediate_size, activation, softcap, eps, qkv_bias=True, attention=None
+    ):
         super().__init__()
         self.layernorm_before = VideoPrismLayerNorm(hidden_size, eps)
-        self.attention = VideoPrismAttention(hidden_size, num_heads, softcap, qkv_bias)
+        self.attention = VideoPrismAttention(hidden_size, num_heads, softcap, qkv_bias, attention)
         self.layernorm_after = VideoPrismLayerNorm(hidden_size, eps)
         self.mlp = VideoPrismMLP(hidden_size, intermediate_size, activation)
 
     @classmethod
-    def from_config(cls, config: VideoPrismVisionConfig | VideoPrismTextConfig) -> VideoPrismLayer:
+    def from_config(
+        cls, config: VideoPrismVisionConfig | VideoPrismTextConfig, attention: AttentionChoice | None = None
+    ) -> VideoPrismLayer:
         return cls(
             config.hidden_size,
             config.num_attention_heads,
@@ -168,6 +173,7 @@ class VideoPrismLayer(nn.Module):
             config.attn_logit_softcapping,
             config.layer_norm_eps,
             config.qkv_bias,
+            attention,
         )
 
     def forward(self, x, allowed=None, keep=None, output_attentions=False, out=None):
@@ -237,12 +243,12 @@ class VideoPrismAttentionPooler(nn.Module):
     """One learned query attends over tokens: head dim 4D/heads, query scaled by
     1.442695041 / sqrt(Dh) * softplus(per_dim_scale) (the original's PerDimScale), no soft cap, no mask."""
 
-    def __init__(self, config: VideoPrismVisionConfig):
+    def __init__(self, config: VideoPrismVisionConfig, attention: AttentionChoice | None = None):
         super().__init__()
         width = config.pooler_size
         self.num_heads = config.num_attention_heads
         self.head_dim = width // self.num_heads
-        self.attn_implementation = DEFAULT_ATTN_IMPLEMENTATION
+        self.attention_choice = attention if attention is not None else AttentionChoice()
         self.pooling_attention_query = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.q_proj = nn.Linear(config.hidden_size, width)
         self.k_proj = nn.Linear(config.hidden_size, width)
@@ -257,7 +263,7 @@ class VideoPrismAttentionPooler(nn.Module):
     def forward(self, tokens: torch.Tensor, output_attentions: bool = False):
         """Pools (B, S, D) tokens to (B, D)."""
         q = self._query()
-        if self.attn_implementation == "eager" or output_attentions:
+        if self.attention_choice.name == "eager" or output_attentions:
             k = self.k_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
             v = self.v_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
             scores = torch.einsum("hd,bshd->bhs", q, k).float()
@@ -365,16 +371,16 @@ class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
     # Whether the model holds the attention pooler (transformers derives its width from the MLP's).
     has_pooler = False
 
-    def __init__(self, config):
+    def __init__(self, config, attention: AttentionChoice | None = None):
         super().__init__()
         self.config = config
+        # One choice of attention kernel for the whole model, its sub-models included.
+        self.attention_choice = attention if attention is not None else AttentionChoice()
 
     @property
     def attn_implementation(self) -> str:
-        for module in self.modules():
-            if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
-                return module.attn_implementation
-        return DEFAULT_ATTN_IMPLEMENTATION
+        """The attention kernel's name ("auto" unless `set_attn_implementation` chose another)."""
+        return self.attention_choice.name
 
     def set_attn_implementation(self, name: str | None) -> None:
         """Chooses the attention kernel of the whole model: "auto" (default) or a name in `ATTENTION_FUNCTIONS`.
@@ -383,10 +389,7 @@ class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
         torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at once. "sdpa":
         APPROXIMATE, fused attention without the soft cap (warns once).
         """
-        name = check_implementation(name)
-        for module in self.modules():
-            if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
-                module.attn_implementation = name
+        self.attention_choice.name = check_implementation(name)
 
     @classmethod
     def fit_config(cls, config, state: dict[str, torch.Tensor]):
@@ -436,15 +439,15 @@ class VideoPrismVisionModel(VideoPrismPreTrainedModel):
     config_class = VideoPrismVisionConfig
     checkpoint_prefixes = ("", "vision_model.", "video_model.vision_model.")
 
-    def __init__(self, config: VideoPrismVisionConfig):
-        super().__init__(config)
+    def __init__(self, config: VideoPrismVisionConfig, attention: AttentionChoice | None = None):
+        super().__init__(config, attention)
         self.spatial_embeddings = VideoPrismSpatialEmbeddings(config)
         self.temporal_embeddings = VideoPrismTemporalEmbeddings(config)
         self.spatial_layers = nn.ModuleList(
-            VideoPrismLayer.from_config(config) for _ in range(config.num_spatial_layers)
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_spatial_layers)
         )
         self.temporal_layers = nn.ModuleList(
-            VideoPrismLayer.from_config(config) for _ in range(config.num_temporal_layers)
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_temporal_layers)
         )
         self.layernorm1 = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.layernorm2 = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
@@ -519,13 +522,13 @@ class VideoPrismVideoModel(VideoPrismPreTrainedModel):
     checkpoint_prefixes = ("", "video_model.")
     has_pooler = True
 
-    def __init__(self, config: VideoPrismVisionConfig):
-        super().__init__(config)
-        self.vision_model = VideoPrismVisionModel(config)
+    def __init__(self, config: VideoPrismVisionConfig, attention: AttentionChoice | None = None):
+        super().__init__(config, attention)
+        self.vision_model = VideoPrismVisionModel(config, self.attention_choice)
         self.auxiliary_layers = nn.ModuleList(
-            VideoPrismLayer.from_config(config) for _ in range(config.num_auxiliary_layers)
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_auxiliary_layers)
         )
-        self.head = VideoPrismAttentionPooler(config)
+        self.head = VideoPrismAttentionPooler(config, self.attention_choice)
         self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.init_weights(config.initializer_range)
 
@@ -587,10 +590,12 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
     config_class = VideoPrismTextConfig
     checkpoint_prefixes = ("", "text_model.")
 
-    def __init__(self, config: VideoPrismTextConfig):
-        super().__init__(config)
+    def __init__(self, config: VideoPrismTextConfig, attention: AttentionChoice | None = None):
+        super().__init__(config, attention)
         self.embeddings = VideoPrismTextEmbeddings(config)
-        self.layers = nn.ModuleList(VideoPrismLayer.from_config(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_hidden_layers)
+        )
         self.layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.init_weights(config.initializer_range)
 
@@ -675,8 +680,8 @@ class VideoPrismClipModel(VideoPrismPreTrainedModel):
 
     def __init__(self, config: VideoPrismConfig):
         super().__init__(config)
-        self.video_model = VideoPrismVideoModel(config.vision_config)
-        self.text_model = VideoPrismTextModel(config.text_config)
+        self.video_model = VideoPrismVideoModel(config.vision_config, self.attention_choice)
+        self.text_model = VideoPrismTextModel(config.text_config, self.attention_choice)
 
     def after_load(self) -> None:
         self.text_model.after_load()
@@ -743,8 +748,8 @@ class VideoPrismForVideoClassification(VideoPrismPreTrainedModel):
         if config.num_labels is None:
             config = config.copy(num_labels=2)
         super().__init__(config)
-        self.vision_model = VideoPrismVisionModel(config)
-        self.head = VideoPrismAttentionPooler(config)
+        self.vision_model = VideoPrismVisionModel(config, self.attention_choice)
+        self.head = VideoPrismAttentionPooler(config, self.attention_choice)
         self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights(config.initializer_range)
