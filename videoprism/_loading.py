@@ -239,12 +239,13 @@ class PreTrainedMixin:
         """Runs before `save_pretrained` writes anything (default: nothing)."""
 
     def set_attn_implementation(self, name: str | None) -> None:
+        """Chooses the attention kernel; the model classes implement it."""
         raise NotImplementedError
 
     @classmethod
     def from_pretrained(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike | ModelSource,
         *,
         config=None,
         revision: str | None = None,
@@ -258,7 +259,8 @@ class PreTrainedMixin:
 
         Args:
             source: A preset name, a hub repo id (`google/videoprism-lvt-base-f16r288`), a local folder
-                (config.json + model.safetensors, sharded or not), a `.npz` or `.safetensors` file.
+                (config.json + model.safetensors, sharded or not), a `.npz` or `.safetensors` file, or a
+                `ModelSource` from `resolve_source`.
             config: Overrides the checkpoint's config: a config object, a preset name, or a dict.
             revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
             dtype: Cast the weights (e.g. torch.bfloat16); softmax and L2 norms stay fp32.
