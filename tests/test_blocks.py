@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from _checkpoints import save_tiny_clip_model
 
-from videoprism import VideoPrismClipModel, _malloc, modeling
+from videoprism import VideoPrismClipModel, _blocks
 from videoprism.modeling import VideoPrismLayerNorm
 
 
@@ -54,7 +54,7 @@ def test_blockwise_inference_equals_the_whole_tensor_path(tmp_path, monkeypatch,
     """Blocks of a few rows (ragged ends, several per sequence) or of whole sequences; masks sliced per block; the
     in-place reuse of a stage's own tensor leaves returned hidden states and the vision output alone."""
     model = VideoPrismClipModel.from_pretrained(save_tiny_clip_model(tmp_path)).eval()
-    monkeypatch.setattr(modeling, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(_blocks, "BLOCK_ROWS", block_rows)
     video = torch.rand(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     frame_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
     ids = torch.randint(1, 160, (3, 7), generator=torch.Generator().manual_seed(1))
@@ -86,10 +86,10 @@ def test_blockwise_inference_equals_the_whole_tensor_path(tmp_path, monkeypatch,
 
 MALLOC_SCRIPT = """
 import ctypes, sys
-from videoprism import _malloc
+from videoprism import _blocks
 if sys.argv[1] == "raised":
-    _malloc.raise_heap_thresholds()
-libc = _malloc.libc()
+    _blocks.raise_heap_thresholds()
+libc = _blocks.libc()
 block = libc.malloc(20 << 20)  # a block's worth of intermediates
 size_field = ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value
 libc.free(block)
@@ -99,7 +99,7 @@ print(bool(size_field & 2))  # glibc's IS_MMAPPED chunk bit: a fresh mapping, re
 
 def test_raised_heap_thresholds_serve_a_block_from_the_heap():
     """After the hint glibc serves 20 MB from its heap (kept and reused after free); before it, from a new mapping."""
-    assert _malloc.is_glibc(), "this test reads glibc's chunk header: run it on a glibc Linux, as CI does"
+    assert _blocks.is_glibc(), "this test reads glibc's chunk header: run it on a glibc Linux, as CI does"
     mapped = {}
     for mode in ("raised", "plain"):
         done = subprocess.run([sys.executable, "-c", MALLOC_SCRIPT, mode], capture_output=True, text=True, timeout=120)

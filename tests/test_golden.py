@@ -17,7 +17,7 @@ from videoprism import (
     VideoPrismVisionConfig,
     VideoPrismVisionModel,
     _attention,
-    modeling,
+    _blocks,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "videoprism_flax"
@@ -134,7 +134,7 @@ def test_lvt(normalize, attn):
 @pytest.mark.parametrize("block_rows", [5, 64])
 def test_blockwise_cpu_inference(monkeypatch, block_rows):
     """CPU inference runs layers in row blocks (BLOCK_ROWS never splits these small fixtures): force the split."""
-    monkeypatch.setattr(modeling, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(_blocks, "BLOCK_ROWS", block_rows)
     test_video_encoder("chunked")
     test_lvt(True, "chunked")
 

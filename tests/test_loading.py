@@ -12,8 +12,7 @@ import torch
 
 import videoprism
 from videoprism import _flax, _loading
-from videoprism._flax import CheckpointError
-from videoprism._loading import CheckpointNotFoundError
+from videoprism.errors import CheckpointError, CheckpointNotFoundError
 from videoprism.modeling import MODEL_CLASSES
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -336,6 +335,6 @@ def test_cli_info_and_convert(tmp_path):
     for key, value in direct.state_dict().items():
         assert torch.equal(converted.state_dict()[key], value), key
     missing = run_cli("info", str(tmp_path / "nothing.npz"))
-    assert missing.returncode == 1 and "nothing.npz" in missing.stderr
+    assert missing.returncode == 2 and "nothing.npz" in missing.stderr
     usage = run_cli("info", str(LVT_NPZ), "--config", str(tmp_path / "no.json"))
     assert usage.returncode == 2 and "--config" in usage.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from videoprism import _files
+from videoprism import _sources
 from videoprism.tokenization import (
     BatchEncoding,
     TokenizerNotFoundError,
@@ -255,7 +255,7 @@ def test_missing_tokenizer_in_hub_repo(monkeypatch):
         requested.append((repo_id, filename, revision))
         return None  # the Flax repos hold no tokenizer files
 
-    monkeypatch.setattr(_files, "hub_file", fake_hub_file)
+    monkeypatch.setattr(_sources, "hub_file", fake_hub_file)
     with pytest.raises(TokenizerNotFoundError) as info:
         VideoPrismTokenizer.from_pretrained("google/videoprism-lvt-base-f16r288")
     _assert_helpful(str(info.value))
@@ -274,7 +274,7 @@ def test_hub_repo_with_tokenizer(monkeypatch, tmp_path):
         path = tmp_path / filename
         return str(path) if path.is_file() else None
 
-    monkeypatch.setattr(_files, "hub_file", fake_hub_file)
+    monkeypatch.setattr(_sources, "hub_file", fake_hub_file)
     tok = VideoPrismTokenizer.from_pretrained("MHRDYN7/videoprism-lvt-base-f16r288")
     assert tok.name_or_path == "MHRDYN7/videoprism-lvt-base-f16r288"
     assert tok("a video of playing drums.")["input_ids"][0][:12] == CASES["cases"]["max64_canonical"]["ids"][0][:12]

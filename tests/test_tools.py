@@ -34,7 +34,7 @@ from videoprism.errors import VideoInputNotFoundError
 from videoprism.processing import VideoPrismProcessor
 from videoprism.store import open_store
 from videoprism.video_io import read_video, sample_frame_indices, window_bounds
-from videoprism.zero_shot import classify_videos
+from videoprism.zero_shot import label_probabilities_of_videos
 
 SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
 GOOD = ["ramp_a.mp4", "ramp_b.mov", "shapes_c.mkv", "sub/solid_d.mp4"]
@@ -349,7 +349,7 @@ def test_classify_probabilities(assets, reference, tmp_path):
     assert result.returncode == 1 and "corrupt.mp4" in result.stderr
     table = json.loads(result.stdout)
     assert [row["video"] for row in table] == videos
-    expected = classify_videos(reference.model, reference.processor, videos, LABELS).numpy()
+    expected = label_probabilities_of_videos(reference.model, reference.processor, videos, LABELS).numpy()
     for row, probs in zip(table, expected, strict=True):
         got = [entry["probability"] for entry in row["labels"]]
         assert sorted(entry["label"] for entry in row["labels"]) == sorted(LABELS)

@@ -15,8 +15,8 @@ from videoprism.zero_shot import (
     DEFAULT_TEMPLATE,
     TEMPLATE_ENSEMBLES,
     build_zero_shot_classifier,
-    classify,
-    classify_videos,
+    label_probabilities,
+    label_probabilities_of_videos,
     zero_shot_logits,
 )
 from videoprism.zero_shot_metadata import KINETICS_TEMPLATES
@@ -41,7 +41,7 @@ class MeanEmbeddingTextEncoder(nn.Module):
         return 3.0 * (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        # A deterministic "video tower" for classify(): mean pixel per channel, tiled to the text width.
+        # A deterministic "video tower" for label_probabilities(): mean pixel per channel, tiled to the text width.
         return pixel_values_videos.mean(dim=(1, 3, 4)).repeat(1, 8)
 
 
@@ -97,7 +97,7 @@ def test_probabilities_sum_to_one_and_rank(tokenizer):
     classifier = build_zero_shot_classifier(encoder, tokenizer, LABELS)
     # Videos whose embeddings are (noisy, scaled) copies of labels 2, 0 and 3.
     videos = classifier[[2, 0, 3]] * 5 + 0.01 * torch.randn(3, 24, generator=torch.Generator().manual_seed(1))
-    probs, logits = classify(encoder, videos, classifier, return_logits=True)
+    probs, logits = label_probabilities(encoder, videos, classifier, return_logits=True)
     assert probs.shape == (3, len(LABELS)) and probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(-1), torch.ones(3))
     assert probs.argmax(-1).tolist() == [2, 0, 3]
@@ -105,7 +105,7 @@ def test_probabilities_sum_to_one_and_rank(tokenizer):
     torch.testing.assert_close(logits, cosine / 0.01, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(zero_shot_logits(videos, classifier, temperature=0.5), cosine / 0.5)
     # A higher temperature flattens the distribution without changing the ranking.
-    soft = classify(encoder, videos, classifier, temperature=1.0)
+    soft = label_probabilities(encoder, videos, classifier, temperature=1.0)
     assert soft.argmax(-1).tolist() == [2, 0, 3] and (soft.max(-1).values < probs.max(-1).values).all()
 
 
@@ -113,7 +113,7 @@ def test_classify_pixel_values(tokenizer):
     encoder = MeanEmbeddingTextEncoder()
     classifier = build_zero_shot_classifier(encoder, tokenizer, LABELS)
     pixels = torch.rand(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
-    probs = classify(encoder, pixels, classifier)
+    probs = label_probabilities(encoder, pixels, classifier)
     expected = zero_shot_logits(encoder.get_video_features(pixels), classifier).softmax(-1)
     torch.testing.assert_close(probs, expected)
 
@@ -130,9 +130,9 @@ def test_errors(tokenizer):
         build_zero_shot_classifier(encoder, tokenizer, LABELS, [])
     classifier = build_zero_shot_classifier(encoder, tokenizer, LABELS)
     with pytest.raises(ValueError, match="temperature"):
-        classify(encoder, classifier, classifier, temperature=0)
+        label_probabilities(encoder, classifier, classifier, temperature=0)
     with pytest.raises(ValueError, match="expected pixel values"):
-        classify(encoder, torch.zeros(2, 3, 4), classifier)
+        label_probabilities(encoder, torch.zeros(2, 3, 4), classifier)
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         zero_shot_logits(torch.zeros(2, 5), classifier)
 
@@ -167,7 +167,7 @@ def test_end_to_end_with_tiny_clip_model(tmp_path, tokenizer):
     processor = VideoPrismProcessor.from_pretrained(folder)
     video = make_video(tmp_path / "clip.mp4", num_frames=12, size=(64, 48))
 
-    probs = classify_videos(model, processor, [str(video), str(video)], LABELS)
+    probs = label_probabilities_of_videos(model, processor, [str(video), str(video)], LABELS)
     assert probs.shape == (2, len(LABELS))
     torch.testing.assert_close(probs.sum(-1), torch.ones(2))
     torch.testing.assert_close(probs[0], probs[1])

@@ -1,7 +1,28 @@
 """VideoPrism video foundation models in PyTorch, exact to the original JAX/Flax release."""
 
-from .auto import load_model
+from .auto import ModelSource, load_model, resolve_source
 from .configuration import PRESETS, VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
+from .encoding import BatchEncoding
+from .errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    DecodingWorkerError,
+    EmbedSettingsError,
+    EmptyStoreError,
+    NoVideosFoundError,
+    RayNotInstalledError,
+    SourceNotFoundError,
+    StoreCorruptedError,
+    StoreError,
+    StoreLockedError,
+    StoreMismatchError,
+    StoreNotFoundError,
+    TokenizerNotFoundError,
+    UsageError,
+    VideoDecodeError,
+    VideoInputError,
+    VideoInputNotFoundError,
+)
 from .modeling import (
     VideoPrismClipModel,
     VideoPrismForVideoClassification,
@@ -10,10 +31,13 @@ from .modeling import (
     VideoPrismVisionModel,
 )
 from .processing import VideoPrismProcessor
-from .tokenization import TokenizerNotFoundError, VideoPrismTokenizer
-from .video_io import DecodedVideo, VideoDecodeError, read_video
+from .tokenization import VideoPrismTokenizer
+from .video_io import DecodedVideo, read_video
 from .video_processing import VideoPrismVideoProcessor
-from .zero_shot import build_zero_shot_classifier, classify
+from .zero_shot import build_zero_shot_classifier, label_probabilities, label_probabilities_of_videos
+
+# The name `classify` predates `label_probabilities`; both stay.
+classify = label_probabilities
 
 __version__ = "0.1.0"
 
@@ -38,9 +62,27 @@ def __getattr__(name: str):
 
 __all__ = [
     "PRESETS",
+    "BatchEncoding",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "DecodedVideo",
+    "DecodingWorkerError",
+    "EmbedSettingsError",
+    "EmptyStoreError",
+    "ModelSource",
+    "NoVideosFoundError",
+    "RayNotInstalledError",
+    "SourceNotFoundError",
+    "StoreCorruptedError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreMismatchError",
+    "StoreNotFoundError",
     "TokenizerNotFoundError",
+    "UsageError",
     "VideoDecodeError",
+    "VideoInputError",
+    "VideoInputNotFoundError",
     "VideoPrismClipModel",
     "VideoPrismConfig",
     "VideoPrismForVideoClassification",
@@ -54,6 +96,8 @@ __all__ = [
     "VideoPrismVisionModel",
     "build_zero_shot_classifier",
     "classify",
+    "label_probabilities",
+    "label_probabilities_of_videos",
     "classify_video_files",
     "embed_videos",
     "EmbedSummary",
@@ -62,4 +106,5 @@ __all__ = [
     "search_video",
     "load_model",
     "read_video",
+    "resolve_source",
 ]

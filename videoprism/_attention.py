@@ -1,4 +1,10 @@
-"""Exact soft-capped attention: the eager reference and a query-chunked fast path that bounds peak memory."""
+"""Soft-capped attention kernels and the one registry that names them (`ATTENTION_FUNCTIONS`).
+
+"eager" is the reference: the original's order of operations on unscaled q, all scores at once, and it can return the
+attention probabilities. The fast kernels ("chunked", "flex", "sdpa") take q already multiplied by
+Dh**-0.5 / softcap and return only the output. "auto" is not a kernel: `resolve_implementation` turns it into one per
+device.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,6 @@ import torch.nn.functional as F
 
 from . import _mkl  # noqa: F401  (settles MKL's kernel choice before the first parallel tanh/exp)
 
-# "auto" picks the fastest exact path for the device: "flex" on CUDA, "chunked" elsewhere.
-ATTN_IMPLEMENTATIONS = ("auto", "chunked", "flex", "eager", "sdpa")
 DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
 # Bytes of fp32 attention scores one chunk may hold (per chunk; softmax needs about twice that).
@@ -78,7 +82,7 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES, same arithmetic per row.
 
     A chunk holds as many query rows of one (sequence, head) pair as fit, then as many pairs as fit: long row blocks
-    make better matmuls than few rows of every head (twice as fast against 16384 keys). `q` must already be multiplied
+    make better matmuls than few rows of every head. `q` must already be multiplied
     by Dh**-0.5 / softcap (just Dh**-0.5 when there is no cap).
     """
     batch, heads, length, _ = q.shape
@@ -104,9 +108,18 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
 
 
 def resolve_implementation(name: str, device: torch.device) -> str:
+    """The kernel `name` stands for on `device`: "auto" is "flex" on CUDA (when torch has it), "chunked" elsewhere."""
     if name != "auto":
         return name
     return "flex" if device.type == "cuda" and _flex_attention_fn(compiled=False) is not None else "chunked"
+
+
+def check_implementation(name: str | None) -> str:
+    """`name` (None: the default "auto") if it is "auto" or a kernel of `ATTENTION_FUNCTIONS`; ValueError otherwise."""
+    name = name or DEFAULT_ATTN_IMPLEMENTATION
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+    return name
 
 
 @functools.cache
@@ -158,7 +171,7 @@ def flex_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     options = None
     if isinstance(batch, int) and batch * heads > FLEX_MAX_BATCH:
         # For short queries a static-shape compile picks flex's decoding kernel, whose grid has batch * heads on
-        # one axis (at most 65535: "CUDA driver error: invalid argument" on an H100); the main kernel has not.
+        # one axis (at most 65535; CUDA rejects a larger launch as an invalid argument); the main kernel has not.
         options = {"FORCE_USE_FLEX_ATTENTION": True}
     call = functools.partial(fn, q, k, v, score_mod=score_mod, scale=1.0, kernel_options=options)
     if q.is_cuda or torch.compiler.is_compiling():
@@ -186,3 +199,33 @@ def sdpa_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
         mask = torch.zeros(allowed.shape[:-1] + k.shape[-2:-1], dtype=q.dtype, device=q.device)
         mask.masked_fill_(~allowed, large_negative(q.dtype))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softcap or 1.0)
+
+
+# Every attention kernel by name. "chunked": exact, query blocks bound the memory. "flex": exact, torch
+# flex_attention with the cap as a score_mod. "eager": the reference. "sdpa": APPROXIMATE, fused attention without the
+# soft cap (warns once).
+ATTENTION_FUNCTIONS = {
+    "chunked": chunked_attention,
+    "flex": flex_attention,
+    "eager": reference_attention,
+    "sdpa": sdpa_attention,
+}
+ATTN_IMPLEMENTATIONS = ("auto", *ATTENTION_FUNCTIONS)
+
+
+class AttentionChoice:
+    """The attention kernel of one model, shared by all its attention modules: chosen once, read at every call.
+
+    Args:
+        name: "auto" (default: "flex" on CUDA, "chunked" elsewhere) or a kernel of `ATTENTION_FUNCTIONS`.
+    """
+
+    def __init__(self, name: str | None = None):
+        self.name = check_implementation(name)
+
+    def kernel(self, device: torch.device) -> str:
+        """The kernel's name on `device` ("auto" resolved)."""
+        return resolve_implementation(self.name, device)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

@@ -1,6 +1,6 @@
 """The original Flax `.npz` checkpoints -> transformers-format state dicts, in one table.
 
-Layout of the released `flax_*_repeated.npz` files (spec section 2):
+Layout of the released `flax_*_repeated.npz` files:
 * keys are '/'-joined Flax paths starting with `params/`; LvT files put the video encoder under `vision_encoder/`;
 * transformer stacks were built with scan, so every tensor under `x_layers/` has a leading layer axis;
 * dense kernels are [in, out] (torch Linear wants [out, in]);
@@ -18,9 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the model."""
+from .errors import CheckpointError
 
 
 def _same(a: np.ndarray) -> np.ndarray:

@@ -7,36 +7,21 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ._flax import CheckpointError, flax_to_state_dict, read_npz
-from .configuration import (
-    CONFIG_NAME,
-    PRESETS,
-    VideoPrismConfig,
-    VideoPrismTextConfig,
-    VideoPrismVisionConfig,
-    find_preset,
-    load_config_dict,
-)
+from ._flax import flax_to_state_dict, read_npz
+from ._sources import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, ModelSource, resolve_source
+from .configuration import CONFIG_NAME, PRESETS, VideoPrismConfig, VideoPrismVisionConfig, find_preset, load_config_dict
+from .errors import CheckpointError, CheckpointNotFoundError, SourceNotFoundError
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 # Buffers transformers keeps in its checkpoints; their values are recomputed here, never trusted.
 IGNORED_KEYS = ("text_model.embeddings.position_embedding", "text_model.embeddings.position_ids")
-# Where a sub-model's weights sit inside the checkpoints of larger models.
-SUBMODEL_PREFIXES = ("", "video_model.", "vision_model.", "video_model.vision_model.", "text_model.")
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint source names nothing that exists (locally or on the hub)."""
 
 
 @dataclass
@@ -48,102 +33,6 @@ class ResolvedCheckpoint:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("VIDEOPRISM_CACHE", Path.home() / ".cache" / "videoprism"))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Resolving a source to files
-
-
-def _hub_download(repo_id: str, filename: str, revision: str | None, cache_dir) -> str | None:
-    """A file of a hub repo (cached; honours HF_HUB_OFFLINE), or None when the repo has no such file."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
-    except EntryNotFoundError:
-        return None
-    except RepositoryNotFoundError as err:
-        raise CheckpointNotFoundError(f"hub repo {repo_id!r} does not exist or is private ({err})") from err
-    except LocalEntryNotFoundError:
-        return None  # offline and not cached: the caller decides what that means
-
-
-def _hub_npz_files(repo_id: str, revision: str | None, cache_dir) -> list[str]:
-    """Every `.npz` of a hub repo (from the cache when offline); empty when there is none or it cannot be reached."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=["*.npz"])
-    except Exception as err:  # offline-and-uncached, network and auth problems all mean "none here"
-        logger.debug("no .npz snapshot of %s: %s", repo_id, err)
-        return []
-    return sorted(str(p) for p in Path(folder).rglob("*.npz"))
-
-
-def _resolve_hub(repo_id: str, revision: str | None, cache_dir) -> tuple[str, str]:
-    """("folder" | "npz", local path) for a hub repo in transformers format or holding a Flax `.npz`."""
-    config_path = _hub_download(repo_id, CONFIG_NAME, revision, cache_dir)
-    if config_path is not None:
-        folder = os.path.dirname(config_path)
-        index = _hub_download(repo_id, WEIGHTS_INDEX_NAME, revision, cache_dir)
-        if index is not None:
-            with open(index, encoding="utf-8") as f:
-                for shard in sorted(set(json.load(f)["weight_map"].values())):
-                    _hub_download(repo_id, shard, revision, cache_dir)
-        elif _hub_download(repo_id, WEIGHTS_NAME, revision, cache_dir) is None:
-            raise CheckpointNotFoundError(f"hub repo {repo_id!r} has config.json but no {WEIGHTS_NAME}")
-        return "folder", folder
-    preset = find_preset(repo_id)
-    path = _hub_download(repo_id, preset.flax_file, revision, cache_dir) if preset else None
-    if path is not None:
-        return "npz", path
-    npz = _hub_npz_files(repo_id, revision, cache_dir)
-    if len(npz) > 1:
-        raise CheckpointError(f"hub repo {repo_id!r} holds several .npz files {npz}; pass one of them as the source")
-    if npz:
-        return "npz", npz[0]
-    from huggingface_hub import constants
-
-    hint = " (HF_HUB_OFFLINE is set and nothing is cached)" if constants.HF_HUB_OFFLINE else ""
-    raise CheckpointNotFoundError(
-        f"found neither config.json + {WEIGHTS_NAME} nor a Flax .npz in hub repo {repo_id!r}"
-        f"{f' at revision {revision!r}' if revision else ''}{hint}"
-    )
-
-
-def _looks_like_repo_id(source: str) -> bool:
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
-
-
-def resolve_source(source: str | os.PathLike, revision: str | None = None, cache_dir=None) -> tuple[str, str]:
-    """Classifies `source` as ("folder" | "npz" | "safetensors", local path), downloading from the hub if needed."""
-    source = str(source)
-    if source in PRESETS:
-        source = PRESETS[source].repo_id
-    path = os.path.expanduser(source)
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, CONFIG_NAME)):
-            return "folder", path
-        npz = sorted(p for p in os.listdir(path) if p.endswith(".npz"))
-        if len(npz) == 1:
-            return "npz", os.path.join(path, npz[0])
-        raise CheckpointError(f"folder {path} holds neither config.json (transformers format) nor one Flax .npz")
-    if os.path.isfile(path):
-        if path.endswith(".npz"):
-            return "npz", path
-        if path.endswith(".safetensors"):
-            return "safetensors", path
-        raise CheckpointError(
-            f"{path}: unknown checkpoint format; expected a Flax .npz, a .safetensors file or a transformers folder"
-        )
-    if _looks_like_repo_id(source):
-        return _resolve_hub(source, revision, cache_dir)
-    raise CheckpointNotFoundError(
-        f"checkpoint {source!r} not found: not a local file or folder, a hub repo id (org/name), "
-        f"or a preset ({', '.join(PRESETS)})"
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -205,8 +94,22 @@ def load_flax_converted(npz_path: str, cache_dir=None) -> dict[str, torch.Tensor
     return state
 
 
-def load_checkpoint(source, revision=None, cache_dir=None) -> ResolvedCheckpoint:
-    kind, path = resolve_source(source, revision, cache_dir)
+def load_checkpoint(
+    source: str | os.PathLike | ModelSource, revision: str | None = None, cache_dir=None
+) -> ResolvedCheckpoint:
+    """The config and state dict a source holds (see `resolve_source` for the forms of `source`).
+
+    Raises:
+        CheckpointNotFoundError: The source does not exist, or a hub repo cannot be used.
+        CheckpointError: The files are not a readable checkpoint.
+    """
+    try:
+        source = resolve_source(source, revision, cache_dir)
+        kind, path = source.checkpoint_file()
+    except CheckpointNotFoundError:
+        raise
+    except SourceNotFoundError as err:
+        raise CheckpointNotFoundError(f"checkpoint {source!s}: {err}") from err
     if kind == "folder":
         with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
             try:
@@ -221,22 +124,22 @@ def load_checkpoint(source, revision=None, cache_dir=None) -> ResolvedCheckpoint
             with open(sibling, encoding="utf-8") as f:
                 config = load_config_dict(json.load(f))
         return ResolvedCheckpoint(path, config, read_safetensors([path]))
-    preset = find_preset(str(source)) or find_preset(path)
-    return ResolvedCheckpoint(path, preset.config() if preset else None, load_flax_converted(path, cache_dir))
+    preset = PRESETS.get(source.preset) if source.preset else find_preset(path)
+    return ResolvedCheckpoint(path, preset.config() if preset else None, load_flax_converted(path, source.cache_dir))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Fitting a state dict to a model
 
 
-def _pick_prefix(expected: set[str], state: dict[str, torch.Tensor]) -> str:
+def _pick_prefix(prefixes: tuple[str, ...], expected: set[str], state: dict[str, torch.Tensor]) -> str:
     def coverage(prefix):
         return sum(1 for k in expected if prefix + k in state)
 
-    return max(SUBMODEL_PREFIXES, key=coverage)
+    return max(prefixes, key=coverage)
 
 
-def select_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], description: str):
+def select_state_dict(model: PreTrainedMixin, state: dict[str, torch.Tensor], description: str):
     """The part of `state` that belongs to `model` (a sub-model may come from a larger checkpoint).
 
     Returns (state dict in the model's names, missing keys). Raises on mis-shaped tensors and on unexpected
@@ -245,7 +148,7 @@ def select_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], de
     own = model.state_dict()
     ignored = {k.removeprefix("text_model.") for k in IGNORED_KEYS} | set(IGNORED_KEYS)
     expected = {k for k in own if k not in ignored}
-    prefix = _pick_prefix(expected, state)
+    prefix = _pick_prefix(model.checkpoint_prefixes, expected, state)
     picked, unexpected, mismatched = {}, [], []
     roots = {k.split(".")[0] for k in own}
     for key, value in state.items():
@@ -288,28 +191,6 @@ def _config_for(cls, config, description: str):
     raise CheckpointError(f"{description} holds a {type(config).__name__}, but {cls.__name__} needs a {want.__name__}")
 
 
-def _fit_widths(config, state: dict[str, torch.Tensor]):
-    """Pooler and text-MLP widths are derived in the original (4 x D): take them from the checkpoint's shapes."""
-
-    def width(suffix: str) -> int | None:
-        for prefix in SUBMODEL_PREFIXES:
-            if prefix + suffix in state:
-                return state[prefix + suffix].shape[0]
-        return None
-
-    if isinstance(config, VideoPrismConfig):
-        return VideoPrismConfig(_fit_widths(config.vision_config, state), _fit_widths(config.text_config, state))
-    if isinstance(config, VideoPrismVisionConfig):
-        pooler = width("head.q_proj.weight")
-        if pooler is not None and pooler != config.pooler_size:
-            config = config.copy(pooler_intermediate_size=pooler)
-    if isinstance(config, VideoPrismTextConfig):
-        mlp = width("layers.0.mlp.fc1.weight")
-        if mlp is not None and mlp != config.intermediate_size:
-            config = config.copy(intermediate_size=mlp)
-    return config
-
-
 def _materialize_meta(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
     """Real (uninitialised) storage for what the checkpoint did not provide: fresh heads and recomputed buffers."""
     for module in model.modules():
@@ -328,16 +209,43 @@ def _materialize_meta(model: torch.nn.Module, dtype: torch.dtype | None) -> None
 
 
 class PreTrainedMixin:
-    """`from_pretrained` / `save_pretrained` for the model classes."""
+    """`from_pretrained` / `save_pretrained` for the model classes.
+
+    Loading knows files and state dicts; what it needs to know about a model, the model class says through these
+    attributes and hooks (overridden in the model classes):
+
+    * `config_class`: the config the class is built from;
+    * `checkpoint_prefixes`: where the class's weights sit in its own and in larger models' checkpoints;
+    * `fresh_keys`: weights a fine-tuning user expects to start fresh (every other missing tensor is an error);
+    * `fit_config(config, state)`: the config adjusted to the checkpoint's tensor shapes;
+    * `after_load()`: recomputes what checkpoints do not hold, once the weights are in place;
+    * `before_save()`: checks run before `save_pretrained` writes anything;
+    * `set_attn_implementation(name)`: the attention kernel chosen at load time.
+    """
 
     config_class: type
-    # Weights a fine-tuning user expects to start fresh; every other missing tensor is an error.
-    _fresh_keys: tuple[str, ...] = ("classifier.weight", "classifier.bias")
+    checkpoint_prefixes: tuple[str, ...] = ("",)
+    fresh_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def fit_config(cls, config, state: dict[str, torch.Tensor]):
+        """The config to build the model with for a checkpoint holding `state` (default: `config` unchanged)."""
+        return config
+
+    def after_load(self) -> None:
+        """Runs once the checkpoint's tensors are the model's (default: nothing)."""
+
+    def before_save(self) -> None:
+        """Runs before `save_pretrained` writes anything (default: nothing)."""
+
+    def set_attn_implementation(self, name: str | None) -> None:
+        """Chooses the attention kernel; the model classes implement it."""
+        raise NotImplementedError
 
     @classmethod
     def from_pretrained(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike | ModelSource,
         *,
         config=None,
         revision: str | None = None,
@@ -351,20 +259,34 @@ class PreTrainedMixin:
 
         Args:
             source: A preset name, a hub repo id (`google/videoprism-lvt-base-f16r288`), a local folder
-                (config.json + model.safetensors, sharded or not), a `.npz` or `.safetensors` file.
+                (config.json + model.safetensors, sharded or not), a `.npz` or `.safetensors` file, or a
+                `ModelSource` from `resolve_source`.
             config: Overrides the checkpoint's config: a config object, a preset name, or a dict.
             revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
             dtype: Cast the weights (e.g. torch.bfloat16); softmax and L2 norms stay fp32.
-            attn_implementation: "chunked" (default, exact, bounded memory) or "eager" (reference).
+            attn_implementation: The attention kernel (see `ATTENTION_FUNCTIONS`): "auto" (default: "flex" on
+                CUDA, "chunked" elsewhere), "chunked" (exact, bounded memory), "flex" (exact, torch
+                flex_attention), "eager" (the reference, all scores at once) or "sdpa" (APPROXIMATE: no soft cap).
+            cache_dir: Hub cache folder (default: huggingface_hub's); converted Flax files are cached beside it.
             config_overrides: Fields changed on the model's config, e.g. `num_labels=400` for a classifier.
         """
         checkpoint = load_checkpoint(source, revision, cache_dir)
-        return cls._from_checkpoint(checkpoint, config, dtype, device, attn_implementation, **config_overrides)
+        return cls.from_checkpoint(checkpoint, config, dtype, device, attn_implementation, **config_overrides)
 
     @classmethod
-    def _from_checkpoint(
-        cls, checkpoint, config=None, dtype=None, device=None, attn_implementation=None, **config_overrides
+    def from_checkpoint(
+        cls,
+        checkpoint: ResolvedCheckpoint,
+        config=None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        **config_overrides,
     ):
+        """Builds the model from a checkpoint `load_checkpoint` read (the arguments as in `from_pretrained`).
+
+        The checkpoint's tensors become the model's parameters: `checkpoint.state_dict` is emptied.
+        """
         if isinstance(config, str):
             if config not in PRESETS:
                 raise ValueError(f"config={config!r} is not a preset; choose one of {', '.join(PRESETS)}")
@@ -372,11 +294,11 @@ class PreTrainedMixin:
         elif isinstance(config, dict):
             config = load_config_dict(config) if "model_type" in config else cls.config_class.from_dict(config)
         config = _config_for(cls, config if config is not None else checkpoint.config, checkpoint.description)
-        config = _fit_widths(config, checkpoint.state_dict)
+        config = cls.fit_config(config, checkpoint.state_dict)
         if config_overrides:
             config = config.copy(**config_overrides)
             if (
-                hasattr(config, "_sync_labels")
+                isinstance(config, VideoPrismVisionConfig)
                 and "num_labels" in config_overrides
                 and "id2label" not in config_overrides
             ):
@@ -386,8 +308,8 @@ class PreTrainedMixin:
         with torch.device("meta"):
             model = cls(config)
         state, missing = select_state_dict(model, checkpoint.state_dict, checkpoint.description)
-        fresh = [k for k in missing if k in cls._fresh_keys]
-        missing = [k for k in missing if k not in cls._fresh_keys]
+        fresh = [k for k in missing if k in cls.fresh_keys]
+        missing = [k for k in missing if k not in cls.fresh_keys]
         if missing:
             raise CheckpointError(
                 f"{checkpoint.description} lacks weights of {cls.__name__}: {missing[:8]}"
@@ -402,10 +324,8 @@ class PreTrainedMixin:
         _materialize_meta(model, dtype)
         if fresh:
             logger.warning("%s: %s are newly initialised; fine-tune them", cls.__name__, ", ".join(fresh))
-            model._init_fresh(fresh)
-        for module in model.modules():
-            if hasattr(module, "reset_position_buffers"):
-                module.reset_position_buffers()
+            model.init_fresh_weights(fresh)
+        model.after_load()
         if device is not None:
             model.to(device)
         model.set_attn_implementation(attn_implementation)
@@ -413,7 +333,8 @@ class PreTrainedMixin:
         return model.eval()
 
     @torch.no_grad()
-    def _init_fresh(self, names: list[str]) -> None:
+    def init_fresh_weights(self, names: list[str]) -> None:
+        """Initialises the parameters `names` as in training from scratch (truncated normal, zero biases)."""
         params = dict(self.named_parameters())
         for name in names:
             if name.endswith("bias"):
@@ -425,15 +346,7 @@ class PreTrainedMixin:
         """Writes config.json + model.safetensors (sharded past `max_shard_size` bytes) in transformers' format."""
         from safetensors.torch import save_file
 
-        vision = self.config.vision_config if isinstance(self.config, VideoPrismConfig) else self.config
-        if hasattr(self, "head") or hasattr(self, "video_model"):
-            if vision.pooler_size != vision.intermediate_size:
-                warnings.warn(
-                    f"pooler width {vision.pooler_size} differs from intermediate_size {vision.intermediate_size}: "
-                    "this package reads the folder, but transformers 5.23 cannot (it derives the pooler width "
-                    "from intermediate_size)",
-                    stacklevel=2,
-                )
+        self.before_save()
         os.makedirs(folder, exist_ok=True)
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]

@@ -1,9 +1,9 @@
 """A workaround for a oneMKL race that makes CPU float math silently inexact in a fresh process.
 
 oneMKL picks each VML function's kernel on its first call; when that first call runs on several intra-op threads at
-once, one thread's chunk can go through a low-accuracy kernel (pytorch/pytorch#188792). Here that gave `torch.tanh`
-errors up to 7e-5 in about 7% of fresh processes, enough to move the attention soft cap and fail the golden
-fixtures. One single-element call per function, before any parallel use, settles the choice.
+once, one thread's chunk can go through a low-accuracy kernel (pytorch/pytorch#188792). In a fraction of fresh
+processes that makes `torch.tanh` inexact enough to move the attention soft cap and fail the golden fixtures. One
+single-element call per function, before any parallel use, settles the choice.
 """
 
 from __future__ import annotations

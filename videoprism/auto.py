@@ -1,10 +1,11 @@
-"""Load any VideoPrism checkpoint as the model class it holds."""
+"""Load any VideoPrism checkpoint as the model class it holds, and resolve model sources (`resolve_source`)."""
 
 from __future__ import annotations
 
 import os
 
 from ._loading import IGNORED_KEYS, load_checkpoint
+from ._sources import ModelSource, resolve_source
 from .configuration import PRESETS, VideoPrismConfig, VideoPrismTextConfig
 from .modeling import (
     VideoPrismClipModel,
@@ -33,7 +34,7 @@ def _as_config(config):
     return PRESETS[config].config() if isinstance(config, str) else config
 
 
-def describe(source: str | os.PathLike, config=None, revision: str | None = None, cache_dir=None) -> dict:
+def describe(source: str | os.PathLike | ModelSource, config=None, revision: str | None = None, cache_dir=None) -> dict:
     """What a checkpoint holds: model class, config, parameter count, and where it was read from."""
     checkpoint = load_checkpoint(source, revision, cache_dir)
     config = _as_config(config) or checkpoint.config
@@ -49,8 +50,12 @@ def describe(source: str | os.PathLike, config=None, revision: str | None = None
     }
 
 
-def load_model(source: str | os.PathLike, **kwargs) -> VideoPrismPreTrainedModel:
-    """Loads `source` as the class it holds (see `model_class_for`); kwargs go to `from_pretrained`."""
+def load_model(source: str | os.PathLike | ModelSource, **kwargs) -> VideoPrismPreTrainedModel:
+    """Loads `source` (see `resolve_source`) as the class it holds (see `model_class_for`); kwargs go to
+    `from_pretrained`."""
     checkpoint = load_checkpoint(source, kwargs.pop("revision", None), kwargs.pop("cache_dir", None))
     cls = model_class_for(_as_config(kwargs.get("config")) or checkpoint.config, checkpoint.state_dict)
-    return cls._from_checkpoint(checkpoint, **kwargs)
+    return cls.from_checkpoint(checkpoint, **kwargs)
+
+
+__all__ = ["ModelSource", "describe", "load_model", "model_class_for", "resolve_source"]

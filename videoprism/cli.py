@@ -9,14 +9,44 @@ import signal
 import sys
 import threading
 
+from . import errors
 from .collection.embedder import DTYPES
+from .errors import UsageError
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # some videos failed; the others were processed
+EXIT_USAGE = 2  # a usage or input error: nothing was done
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+# Exit code of each error a command may end with, most specific first. Every public exception (videoprism.errors)
+# means the inputs, model or store could not be used as asked; so do the built-in errors that input checks raise.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageError, EXIT_USAGE),
+    (errors.CheckpointError, EXIT_USAGE),
+    (errors.SourceNotFoundError, EXIT_USAGE),
+    (errors.TokenizerNotFoundError, EXIT_USAGE),
+    (errors.VideoInputError, EXIT_USAGE),
+    (errors.StoreError, EXIT_USAGE),
+    (errors.VideoInputNotFoundError, EXIT_USAGE),
+    (errors.NoVideosFoundError, EXIT_USAGE),
+    (errors.EmbedSettingsError, EXIT_USAGE),
+    (errors.DecodingWorkerError, EXIT_USAGE),
+    (errors.RayNotInstalledError, EXIT_USAGE),
+    (errors.VideoDecodeError, EXIT_USAGE),
+    (FileNotFoundError, EXIT_USAGE),
+    (ValueError, EXIT_USAGE),
+)
+EXIT_CODES_HELP = (
+    "exit codes: 0 ok, 1 some videos failed (the others were processed), 2 usage or input error, 130 interrupted"
+)
 
 
-class UsageError(Exception):
-    """A command-line mistake: printed with exit code 2."""
+def exit_code(error: BaseException) -> int | None:
+    """The exit code `EXIT_CODES` gives `error`; None for an error it does not list (a bug: shown as a traceback)."""
+    for kind, code in EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return None
 
 
 def _config_arg(value: str | None):
@@ -77,39 +107,6 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
-def _tool_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean embed/search/classify could not run as asked (bad inputs, model or store): exit code 2."""
-    from ._flax import CheckpointError
-    from .errors import (
-        DecodingWorkerError,
-        EmbedSettingsError,
-        NoVideosFoundError,
-        VideoDecodeError,
-        VideoInputNotFoundError,
-    )
-    from .store import StoreError
-    from .tokenization import TokenizerNotFoundError
-
-    return (
-        CheckpointError,
-        DecodingWorkerError,
-        EmbedSettingsError,
-        NoVideosFoundError,
-        StoreError,
-        TokenizerNotFoundError,
-        VideoDecodeError,
-        VideoInputNotFoundError,
-    )
-
-
-def _run_tool(args, run) -> int:
-    try:
-        return run(args)
-    except _tool_errors() as err:
-        print(f"videoprism {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-
-
 def _cmd_embed(args) -> int:
     from .collection import embed_videos
     from .collection.pipeline import failure_message
@@ -133,20 +130,16 @@ def _cmd_embed(args) -> int:
     try:
         if args.engine == "ray":
             from .collection import embed_videos_ray
-            from .errors import RayNotInstalledError
 
-            try:
-                summary = embed_videos_ray(
-                    args.inputs,
-                    args.out,
-                    args.model,
-                    address=args.address,
-                    num_gpus_per_worker=args.num_gpus_per_worker,
-                    concurrency=args.concurrency,
-                    **options,
-                )
-            except RayNotInstalledError as err:
-                raise UsageError(str(err)) from err
+            summary = embed_videos_ray(
+                args.inputs,
+                args.out,
+                args.model,
+                address=args.address,
+                num_gpus_per_worker=args.num_gpus_per_worker,
+                concurrency=args.concurrency,
+                **options,
+            )
         else:
             summary = embed_videos(args.inputs, args.out, args.model, workers=args.workers, **options)
     finally:
@@ -263,7 +256,11 @@ def _cmd_classify(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videoprism", description="VideoPrism video foundation models.")
+    parser = argparse.ArgumentParser(
+        prog="videoprism",
+        description="VideoPrism video foundation models.",
+        epilog=EXIT_CODES_HELP,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def source_args(p):
@@ -324,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  videoprism embed ~/videos --out ./store\n"
         "  videoprism embed 'clips/**/*.mp4' @more.txt --out ./store --window 5 --stride 2.5 --dtype bfloat16\n\n"
-        "exit codes: 0 ok, 1 some videos failed (the rest are embedded), 2 usage error",
+        + EXIT_CODES_HELP,
         formatter_class=formatter,
     )
     embed.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, folder, glob, URL or @list.txt")
@@ -342,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--address", help="Ray cluster: auto, ray://HOST:PORT; default: a local Ray instance")
     embed.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray inference actor")
     embed.add_argument("--concurrency", type=_positive(int), help="Ray inference actors (default: as many as fit)")
-    embed.set_defaults(run=lambda args: _run_tool(args, _cmd_embed))
+    embed.set_defaults(run=_cmd_embed)
 
     search = commands.add_parser(
         "search",
@@ -351,8 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "model unless --model is given) or to a query video.",
         epilog="examples:\n"
         '  videoprism search ./store "a dog catching a frisbee" -k 5\n'
-        "  videoprism search ./store --video query.mp4 --json\n\n"
-        "exit codes: 0 ok, 2 usage error (no store, no text tower, ...)",
+        "  videoprism search ./store --video query.mp4 --json\n\n" + EXIT_CODES_HELP,
         formatter_class=formatter,
     )
     search.add_argument("store", metavar="STORE", help="store folder written by `videoprism embed`")
@@ -362,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--kind", choices=["all", "clip", "window", "video"], default="all", help="rows to search")
     search.add_argument("--json", action="store_true", help='print [{"rank", "score", "path", "start", "end"}, ...]')
     model_args(search, None)
-    search.set_defaults(run=lambda args: _run_tool(args, _cmd_search))
+    search.set_defaults(run=_cmd_search)
 
     classify = commands.add_parser(
         "classify",
@@ -371,8 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         "label (or the mean of a prompt ensemble); probabilities are a softmax over the labels.",
         epilog="examples:\n"
         '  videoprism classify clip.mp4 --labels "playing drums,walking the dog,cooking"\n'
-        "  videoprism classify ~/videos --labels-file kinetics.txt --templates ensemble --json\n\n"
-        "exit codes: 0 ok, 1 some videos failed (the rest are classified), 2 usage error",
+        "  videoprism classify ~/videos --labels-file kinetics.txt --templates ensemble --json\n\n" + EXIT_CODES_HELP,
         formatter_class=formatter,
     )
     classify.add_argument("videos", nargs="+", metavar="VIDEO", help="video file, folder, glob, URL or @list.txt")
@@ -388,25 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print every label's probability as JSON")
     model_args(classify, DEFAULT_MODEL)
     decode_args(classify)
-    classify.set_defaults(run=lambda args: _run_tool(args, _cmd_classify))
+    classify.set_defaults(run=_cmd_classify)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._flax import CheckpointError
-
+    """Runs a command; returns its exit code (see `EXIT_CODES`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except UsageError as err:
-        parser.error(str(err))
     except KeyboardInterrupt:
         print(f"videoprism {args.command}: interrupted; what was written is kept (re-run to resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except Exception as err:
+        code = exit_code(err)
+        if code is None:
+            raise
+        if isinstance(err, UsageError):
+            parser.error(str(err))  # prints the usage line and exits with 2
         print(f"videoprism {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_PARTIAL
+        return code
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def load_config_dict(data: dict[str, Any]) -> VideoPrismConfig | VideoPrismVisio
     )
 
 
-# The four released checkpoints: hub repo, Flax file, and exact hyper-parameters (spec section 1).
+# The four released checkpoints: hub repo, Flax file, and exact hyper-parameters.
 _BASE = dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_spatial_layers=12)
 _LARGE = dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, num_spatial_layers=24)
 

@@ -1,36 +1,36 @@
 """Every exception the package raises on purpose, in one place; each is also importable from `videoprism`.
 
 All of them derive from a built-in exception (ValueError, FileNotFoundError, ...), so code that catches those keeps
-working.
+working. The command line maps them to exit codes in one table (`videoprism.cli.EXIT_CODES`).
 """
 
 from __future__ import annotations
 
-# Collection tools and video decoding
+# Checkpoints, configs, tokenizer, processors
 
 
-class VideoDecodeError(ValueError):
-    """A video could not be opened or decoded. The message names the source and the cause."""
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model."""
 
 
-class VideoInputNotFoundError(FileNotFoundError):
-    """An input names no existing file or folder, a glob matches nothing, or an ``@list`` file is unreadable."""
+class SourceNotFoundError(FileNotFoundError):
+    """The source is neither an existing local path nor a hub repo that can be reached."""
 
 
-class NoVideosFoundError(ValueError):
-    """The inputs hold no video files."""
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint source names nothing that exists (locally or on the hub)."""
 
 
-class EmbedSettingsError(ValueError):
-    """Invalid embedding settings, or settings that differ from those the store was written with."""
+class TokenizerNotFoundError(FileNotFoundError):
+    """A checkpoint source holds no tokenizer files (`spiece.model` / `tokenizer.json`)."""
 
 
-class DecodingWorkerError(RuntimeError):
-    """The decoding worker processes keep exiting before they read any video."""
+class VideoInputError(ValueError):
+    """A video given to the processor has the wrong type, shape, dtype or values."""
 
 
-class RayNotInstalledError(ImportError):
-    """Ray (with Ray Data) is not installed, and the Ray engine needs it."""
+class UsageError(Exception):
+    """A command-line mistake: printed with exit code 2."""
 
 
 # Embedding store
@@ -58,3 +58,30 @@ class StoreLockedError(StoreError):
 
 class EmptyStoreError(StoreError):
     """The store has no embeddings to search."""
+
+
+# Collection tools and decoding
+
+
+class VideoInputNotFoundError(FileNotFoundError):
+    """An input names no existing file or folder, a glob matches nothing, or an ``@list`` file is unreadable."""
+
+
+class NoVideosFoundError(ValueError):
+    """The inputs hold no video files."""
+
+
+class EmbedSettingsError(ValueError):
+    """Invalid embedding settings, or settings that differ from those the store was written with."""
+
+
+class DecodingWorkerError(RuntimeError):
+    """The decoding worker processes keep exiting before they read any video."""
+
+
+class RayNotInstalledError(ImportError):
+    """Ray (with Ray Data) is not installed, and the Ray engine needs it."""
+
+
+class VideoDecodeError(ValueError):
+    """A video could not be opened or decoded. The message names the source and the cause."""

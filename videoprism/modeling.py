@@ -1,4 +1,4 @@
-"""The VideoPrism model family: blocks first, then the five public model classes.
+"""The VideoPrism model family: blocks first, then the five public model classes (outputs in `outputs.py`).
 
 Arithmetic follows the original JAX/Flax release (google-deepmind/videoprism); state-dict names follow
 transformers 5.23 so checkpoints move both ways.
@@ -6,165 +6,25 @@ transformers 5.23 so checkpoints move both ways.
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass, fields
+import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._attention import (
-    ATTN_IMPLEMENTATIONS,
-    DEFAULT_ATTN_IMPLEMENTATION,
-    chunked_attention,
-    flex_attention,
-    query_rows,
-    reference_attention,
-    resolve_implementation,
-    sdpa_attention,
-    sequence_rows,
-)
+from ._attention import ATTENTION_FUNCTIONS, AttentionChoice, check_implementation, reference_attention
+from ._blocks import layer_in_blocks, runs_blockwise
 from ._loading import PreTrainedMixin
-from ._malloc import raise_heap_thresholds
+from ._numerics import l2_normalize, resize_positions, text_sinusoid
 from .configuration import VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
-
-FAST_ATTENTION = {"chunked": chunked_attention, "flex": flex_attention, "sdpa": sdpa_attention}
-
-# CPU inference runs each layer over blocks of about this many fp32 token rows (whole sequences; query rows for
-# one long sequence), half as many in bf16/fp16 (fastest on AMX). Every intermediate then stays a few MB and is
-# reused from the heap; full-size ones came as fresh pages from the kernel on every call (10-25% of a forward).
-BLOCK_ROWS = 1024
-
-
-def _block_rows(x: torch.Tensor) -> int:
-    return BLOCK_ROWS if x.element_size() >= 4 else max(1, BLOCK_ROWS // 2)
-
-
-def _blockwise(x: torch.Tensor) -> bool:
-    """Whether layers run block by block: CPU inference outside a compiled graph (autograd needs whole tensors; GPU
-    allocators cache memory and GPUs want big kernels)."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Outputs
-
-
-class ModelOutput:
-    """Dataclass outputs that also answer `output["name"]` and `to_tuple()` (the non-None fields, in order)."""
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def to_tuple(self) -> tuple:
-        return tuple(getattr(self, k) for k in self.keys())
-
-
-@dataclass
-class VideoPrismVisionOutput(ModelOutput):
-    """`last_hidden_state` (B, T*N, D), frame-major; `spatial_features` (B, T*N, D) after the spatial LayerNorm."""
-
-    last_hidden_state: torch.Tensor
-    spatial_features: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class VideoPrismVideoOutput(ModelOutput):
-    """`pooler_output` (B, D) video embedding; `last_hidden_state` (B, T*N, D) auxiliary-encoder tokens;
-    `frame_embeds` (B, T, D) when asked for; `vision_model_output` the factorized encoder's output."""
-
-    pooler_output: torch.Tensor
-    last_hidden_state: torch.Tensor | None = None
-    frame_embeds: torch.Tensor | None = None
-    vision_model_output: VideoPrismVisionOutput | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class VideoPrismTextOutput(ModelOutput):
-    """`pooler_output` (B, D) text embedding (the appended CLS token); `last_hidden_state` (B, L + 1, D)."""
-
-    pooler_output: torch.Tensor
-    last_hidden_state: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class VideoPrismClipOutput(ModelOutput):
-    """`logits_per_video` (Bv, Bt) = cosine / temperature; `logits_per_text` its transpose."""
-
-    logits_per_video: torch.Tensor
-    logits_per_text: torch.Tensor
-    video_embeds: torch.Tensor
-    text_embeds: torch.Tensor
-    loss: torch.Tensor | None = None
-    video_model_output: VideoPrismVideoOutput | None = None
-    text_model_output: VideoPrismTextOutput | None = None
-
-
-@dataclass
-class VideoPrismClassifierOutput(ModelOutput):
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Numerics shared by the towers
-
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """The original's `x / sqrt(sum(x^2) + 1e-12)`, in fp32."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.square().sum(-1, keepdim=True) + 1e-12)).to(x.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _jax_linear_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out, in) weights of `jax.image.resize(method='bilinear')` along one axis, antialias=True (its default).
-
-    Triangle kernel at half-pixel centres, widened by in/out when downsampling, normalised per output sample.
-    """
-    scale = out_size / in_size
-    kernel_scale = max(1.0 / scale, 1.0)
-    sample = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
-    dist = np.abs(sample[None, :] - np.arange(in_size, dtype=np.float64)[:, None]) / kernel_scale
-    weights = np.maximum(0.0, 1.0 - dist)
-    total = weights.sum(axis=0, keepdims=True)
-    weights = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, weights / np.where(total != 0, total, 1), 0)
-    inside = (sample >= -0.5) & (sample <= in_size - 0.5)
-    return np.where(inside[None, :], weights, 0.0).T.copy()
-
-
-def resize_positions(table: torch.Tensor, grid: tuple[int, ...], new_grid: tuple[int, ...]) -> torch.Tensor:
-    """Resizes a (prod(grid), D) position table to `new_grid` exactly as the original's jax.image.resize."""
-    if tuple(grid) == tuple(new_grid):
-        return table
-    out = table.reshape(*grid, table.shape[-1]).double()
-    for axis, (old, new) in enumerate(zip(grid, new_grid, strict=True)):
-        weights = torch.from_numpy(_jax_linear_resize_matrix(old, new)).to(out.device)
-        out = torch.movedim(torch.tensordot(weights, out, dims=([1], [axis])), 0, axis)
-    return out.reshape(-1, table.shape[-1]).to(table.dtype)
-
-
-def text_sinusoid(length: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The original text position table: inc = ln(1e4)/(D/2 - 1), [sin | cos] halves concatenated, fp32."""
-    half = dim // 2
-    inc = math.log(10000.0) / max(half - 1, 1)
-    inv = torch.exp(torch.arange(half, dtype=torch.float32, device=device) * -inc)
-    angles = torch.arange(length, dtype=torch.float32, device=device)[:, None] * inv[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-
+from .outputs import (
+    VideoPrismClassifierOutput,
+    VideoPrismClipOutput,
+    VideoPrismTextOutput,
+    VideoPrismVideoOutput,
+    VideoPrismVisionOutput,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Blocks
@@ -210,12 +70,19 @@ class VideoPrismLayerNorm(nn.Module):
 class VideoPrismAttention(nn.Module):
     """Multi-head self-attention with biases on q/k/v/out, q scaled by Dh^-0.5, and a tanh logit soft cap."""
 
-    def __init__(self, hidden_size: int, num_heads: int, softcap: float, qkv_bias: bool = True):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        softcap: float,
+        qkv_bias: bool = True,
+        attention: AttentionChoice | None = None,
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.softcap = softcap
-        self.attn_implementation = DEFAULT_ATTN_IMPLEMENTATION
+        self.attention_choice = attention if attention is not None else AttentionChoice()
         self.q_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
@@ -233,7 +100,7 @@ class VideoPrismAttention(nn.Module):
         return weight, torch.cat([self.q_proj.bias * q_scale, self.k_proj.bias, self.v_proj.bias])
 
     def implementation(self, x: torch.Tensor) -> str:
-        return resolve_implementation(self.attn_implementation, x.device)
+        return self.attention_choice.kernel(x.device)
 
     def project(self, x: torch.Tensor, qkv=None) -> torch.Tensor:
         """(B, L, 3, H, Dh) heads from one fused projection, q pre-scaled for the fast paths; `qkv`: `fused_qkv()`
@@ -242,7 +109,7 @@ class VideoPrismAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         """The fast exact path on (B, H, L, Dh) heads from `project`."""
-        return FAST_ATTENTION[self.implementation(q)](q, k, v, allowed, self.softcap)
+        return ATTENTION_FUNCTIONS[self.implementation(q)](q, k, v, allowed, self.softcap)
 
     def merge(self, heads: torch.Tensor) -> torch.Tensor:
         """(B, H, L, Dh) -> output projection (B, L, D)."""
@@ -285,15 +152,19 @@ class VideoPrismMLP(nn.Module):
 class VideoPrismLayer(nn.Module):
     """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, hidden_size, num_heads, intermediate_size, activation, softcap, eps, qkv_bias=True):
+    def __init__(
+        self, hidden_size, num_heads, intermediate_size, activation, softcap, eps, qkv_bias=True, attention=None
+    ):
         super().__init__()
         self.layernorm_before = VideoPrismLayerNorm(hidden_size, eps)
-        self.attention = VideoPrismAttention(hidden_size, num_heads, softcap, qkv_bias)
+        self.attention = VideoPrismAttention(hidden_size, num_heads, softcap, qkv_bias, attention)
         self.layernorm_after = VideoPrismLayerNorm(hidden_size, eps)
         self.mlp = VideoPrismMLP(hidden_size, intermediate_size, activation)
 
     @classmethod
-    def from_config(cls, config: VideoPrismVisionConfig | VideoPrismTextConfig) -> VideoPrismLayer:
+    def from_config(
+        cls, config: VideoPrismVisionConfig | VideoPrismTextConfig, attention: AttentionChoice | None = None
+    ) -> VideoPrismLayer:
         return cls(
             config.hidden_size,
             config.num_attention_heads,
@@ -302,48 +173,17 @@ class VideoPrismLayer(nn.Module):
             config.attn_logit_softcapping,
             config.layer_norm_eps,
             config.qkv_bias,
+            attention,
         )
 
     def forward(self, x, allowed=None, keep=None, output_attentions=False, out=None):
-        """`out`: where blockwise inference may write the result (may be `x` itself); ignored otherwise."""
-        if output_attentions or not _blockwise(x):
-            attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
-            x = x + attn
-            x = x + self.mlp(self.layernorm_after(x), keep)
-            return x, probs
-        # Inference: blocks of whole sequences (attention never crosses them), the fused q/k/v weight built once.
-        raise_heap_thresholds()
-        out = torch.empty_like(x) if out is None else out
-        qkv = self.attention.fused_qkv()
-        block_rows = _block_rows(x)
-        if x.shape[1] > block_rows and self.attention.implementation(x) != "eager":
-            for index in range(x.shape[0]):
-                one = slice(index, index + 1)
-                self._long_sequence(
-                    x[one], sequence_rows(allowed, one), sequence_rows(keep, one), out[one], qkv, block_rows
-                )
-            return out, None
-        per_block = max(1, block_rows // x.shape[1])
-        for start in range(0, x.shape[0], per_block):
-            rows = slice(start, start + per_block)
-            h = x[rows] + self.attention(self.layernorm_before(x[rows]), sequence_rows(allowed, rows), qkv=qkv)[0]
-            torch.add(h, self.mlp(self.layernorm_after(h), sequence_rows(keep, rows)), out=out[rows])
-        return out, None
-
-    def _long_sequence(self, x, allowed, keep, out, qkv, block_rows) -> None:
-        """One sequence longer than a block: all its heads first, then attention, output projection and MLP per block
-        of query rows, so only the heads are full size (`out` may be `x`: its rows are read before they are written)."""
-        length = x.shape[1]
-        attention = self.attention
-        heads = x.new_empty(3, 1, attention.num_heads, length, attention.head_dim)
-        for start in range(0, length, block_rows):
-            rows = slice(start, start + block_rows)
-            heads[:, :, :, rows] = attention.project(self.layernorm_before(x[:, rows]), qkv).permute(2, 0, 3, 1, 4)
-        q, k, v = heads.unbind(0)
-        for start in range(0, length, block_rows):
-            rows = slice(start, start + block_rows)
-            h = x[:, rows] + attention.merge(attention.attend(q[:, :, rows], k, v, query_rows(allowed, rows, length)))
-            torch.add(h, self.mlp(self.layernorm_after(h), query_rows(keep, rows, length)), out=out[:, rows])
+        """`out`: where CPU inference, which runs in blocks (see `_blocks`), may write the result (may be `x`)."""
+        if not output_attentions and runs_blockwise(x):
+            return layer_in_blocks(self, x, allowed, keep, out), None
+        attn, probs = self.attention(self.layernorm_before(x), allowed, output_attentions)
+        x = x + attn
+        x = x + self.mlp(self.layernorm_after(x), keep)
+        return x, probs
 
 
 def _run_layers(layers, x, allowed=None, keep=None, output_hidden_states=False, output_attentions=False):
@@ -403,12 +243,12 @@ class VideoPrismAttentionPooler(nn.Module):
     """One learned query attends over tokens: head dim 4D/heads, query scaled by
     1.442695041 / sqrt(Dh) * softplus(per_dim_scale) (the original's PerDimScale), no soft cap, no mask."""
 
-    def __init__(self, config: VideoPrismVisionConfig):
+    def __init__(self, config: VideoPrismVisionConfig, attention: AttentionChoice | None = None):
         super().__init__()
         width = config.pooler_size
         self.num_heads = config.num_attention_heads
         self.head_dim = width // self.num_heads
-        self.attn_implementation = DEFAULT_ATTN_IMPLEMENTATION
+        self.attention_choice = attention if attention is not None else AttentionChoice()
         self.pooling_attention_query = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.q_proj = nn.Linear(config.hidden_size, width)
         self.k_proj = nn.Linear(config.hidden_size, width)
@@ -423,7 +263,7 @@ class VideoPrismAttentionPooler(nn.Module):
     def forward(self, tokens: torch.Tensor, output_attentions: bool = False):
         """Pools (B, S, D) tokens to (B, D)."""
         q = self._query()
-        if self.attn_implementation == "eager" or output_attentions:
+        if self.attention_choice.name == "eager" or output_attentions:
             k = self.k_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
             v = self.v_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
             scores = torch.einsum("hd,bshd->bhs", q, k).float()
@@ -499,36 +339,74 @@ def _check_frame_mask(frame_mask: torch.Tensor | None, batch: int, frames: int) 
 # ----------------------------------------------------------------------------------------------------------------
 # Models
 
+# Where each model's weights sit in the checkpoints of the larger models.
+CHECKPOINT_PREFIXES = ("", "video_model.", "vision_model.", "video_model.vision_model.", "text_model.")
+
+
+def _fit_widths(config, state: dict[str, torch.Tensor]):
+
+    def width(suffix: str) -> int | None:
+        for prefix in CHECKPOINT_PREFIXES:
+            if prefix + suffix in state:
+                return state[prefix + suffix].shape[0]
+        return None
+
+    if isinstance(config, VideoPrismConfig):
+        return VideoPrismConfig(_fit_widths(config.vision_config, state), _fit_widths(config.text_config, state))
+    if isinstance(config, VideoPrismVisionConfig):
+        pooler = width("head.q_proj.weight")
+        if pooler is not None and pooler != config.pooler_size:
+            config = config.copy(pooler_intermediate_size=pooler)
+    if isinstance(config, VideoPrismTextConfig):
+        mlp = width("layers.0.mlp.fc1.weight")
+        if mlp is not None and mlp != config.intermediate_size:
+            config = config.copy(intermediate_size=mlp)
+    return config
+
 
 class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
     """Shared initialisation, attention switching and loading (`from_pretrained`, `save_pretrained`)."""
 
     config_class = VideoPrismVisionConfig
+    # Whether the model holds the attention pooler (transformers derives its width from the MLP's).
+    has_pooler = False
 
-    def __init__(self, config):
+    def __init__(self, config, attention: AttentionChoice | None = None):
         super().__init__()
         self.config = config
+        # One choice of attention kernel for the whole model, its sub-models included.
+        self.attention_choice = attention if attention is not None else AttentionChoice()
 
     @property
     def attn_implementation(self) -> str:
-        for module in self.modules():
-            if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
-                return module.attn_implementation
-        return DEFAULT_ATTN_IMPLEMENTATION
+        """The attention kernel's name ("auto" unless `set_attn_implementation` chose another)."""
+        return self.attention_choice.name
 
     def set_attn_implementation(self, name: str | None) -> None:
-        """Chooses the attention kernel of every layer.
+        """Chooses the attention kernel of the whole model: "auto" (default) or a name in `ATTENTION_FUNCTIONS`.
 
-        "auto" (default): "flex" on CUDA, "chunked" elsewhere. "chunked": exact, query blocks bound the memory.
-        "flex": exact, torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at
-        once. "sdpa": APPROXIMATE, fused attention without the soft cap (warns once).
+        "auto" is "flex" on CUDA, "chunked" elsewhere. "chunked": exact, query blocks bound the memory. "flex": exact,
+        torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at once. "sdpa":
+        APPROXIMATE, fused attention without the soft cap (warns once).
         """
-        name = name or DEFAULT_ATTN_IMPLEMENTATION
-        if name not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
-        for module in self.modules():
-            if isinstance(module, (VideoPrismAttention, VideoPrismAttentionPooler)):
-                module.attn_implementation = name
+        self.attention_choice.name = check_implementation(name)
+
+    @classmethod
+    def fit_config(cls, config, state: dict[str, torch.Tensor]):
+        """Pooler and text-MLP widths are derived in the original (4 x D): take them from the checkpoint's shapes."""
+        return _fit_widths(config, state)
+
+    def before_save(self) -> None:
+        if not self.has_pooler:
+            return
+        vision = self.config.vision_config if isinstance(self.config, VideoPrismConfig) else self.config
+        if vision.pooler_size != vision.intermediate_size:
+            warnings.warn(
+                f"pooler width {vision.pooler_size} differs from intermediate_size {vision.intermediate_size}: "
+                "this package reads the folder, but transformers 5.23 cannot (it derives the pooler width "
+                "from intermediate_size)",
+                stacklevel=3,
+            )
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> None:
@@ -559,16 +437,17 @@ class VideoPrismVisionModel(VideoPrismPreTrainedModel):
     """The factorized video encoder: a spatial ViT per frame, then a temporal transformer per patch position."""
 
     config_class = VideoPrismVisionConfig
+    checkpoint_prefixes = ("", "vision_model.", "video_model.vision_model.")
 
-    def __init__(self, config: VideoPrismVisionConfig):
-        super().__init__(config)
+    def __init__(self, config: VideoPrismVisionConfig, attention: AttentionChoice | None = None):
+        super().__init__(config, attention)
         self.spatial_embeddings = VideoPrismSpatialEmbeddings(config)
         self.temporal_embeddings = VideoPrismTemporalEmbeddings(config)
         self.spatial_layers = nn.ModuleList(
-            VideoPrismLayer.from_config(config) for _ in range(config.num_spatial_layers)
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_spatial_layers)
         )
         self.temporal_layers = nn.ModuleList(
-            VideoPrismLayer.from_config(config) for _ in range(config.num_temporal_layers)
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_temporal_layers)
         )
         self.layernorm1 = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.layernorm2 = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
@@ -640,14 +519,16 @@ class VideoPrismVideoModel(VideoPrismPreTrainedModel):
     """The LvT video tower: vision encoder, auxiliary layers over all T*N tokens, attention pooler, LayerNorm."""
 
     config_class = VideoPrismVisionConfig
+    checkpoint_prefixes = ("", "video_model.")
+    has_pooler = True
 
-    def __init__(self, config: VideoPrismVisionConfig):
-        super().__init__(config)
-        self.vision_model = VideoPrismVisionModel(config)
+    def __init__(self, config: VideoPrismVisionConfig, attention: AttentionChoice | None = None):
+        super().__init__(config, attention)
+        self.vision_model = VideoPrismVisionModel(config, self.attention_choice)
         self.auxiliary_layers = nn.ModuleList(
-            VideoPrismLayer.from_config(config) for _ in range(config.num_auxiliary_layers)
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_auxiliary_layers)
         )
-        self.head = VideoPrismAttentionPooler(config)
+        self.head = VideoPrismAttentionPooler(config, self.attention_choice)
         self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.init_weights(config.initializer_range)
 
@@ -707,11 +588,14 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
     """The LvT text tower: causal transformer whose CLS token, appended after the padded text, is the embedding."""
 
     config_class = VideoPrismTextConfig
+    checkpoint_prefixes = ("", "text_model.")
 
-    def __init__(self, config: VideoPrismTextConfig):
-        super().__init__(config)
+    def __init__(self, config: VideoPrismTextConfig, attention: AttentionChoice | None = None):
+        super().__init__(config, attention)
         self.embeddings = VideoPrismTextEmbeddings(config)
-        self.layers = nn.ModuleList(VideoPrismLayer.from_config(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_hidden_layers)
+        )
         self.layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.init_weights(config.initializer_range)
 
@@ -720,6 +604,9 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
         super().init_weights(std)
         if not self.embeddings.position_ids.is_meta:
             self.reset_position_buffers()
+
+    def after_load(self) -> None:
+        self.reset_position_buffers()
 
     def reset_position_buffers(self) -> None:
         """Writes the original sinusoid into the checkpoint buffer (transformers reads it from there)."""
@@ -789,11 +676,15 @@ class VideoPrismClipModel(VideoPrismPreTrainedModel):
     """Video-text (LvT) model: `video_model` + `text_model`, scored by cosine / temperature."""
 
     config_class = VideoPrismConfig
+    has_pooler = True
 
     def __init__(self, config: VideoPrismConfig):
         super().__init__(config)
-        self.video_model = VideoPrismVideoModel(config.vision_config)
-        self.text_model = VideoPrismTextModel(config.text_config)
+        self.video_model = VideoPrismVideoModel(config.vision_config, self.attention_choice)
+        self.text_model = VideoPrismTextModel(config.text_config, self.attention_choice)
+
+    def after_load(self) -> None:
+        self.text_model.after_load()
 
     def get_video_features(self, pixel_values_videos, frame_mask=None, interpolate_pos_encoding=False) -> torch.Tensor:
         """Video embeddings (B, D)."""
@@ -848,13 +739,17 @@ class VideoPrismForVideoClassification(VideoPrismPreTrainedModel):
     """Vision encoder, attention pooler and LayerNorm, then a linear classifier over `num_labels`."""
 
     config_class = VideoPrismVisionConfig
+    checkpoint_prefixes = ("", "video_model.")
+    has_pooler = True
+    # A classifier fine-tuned from a video or LvT checkpoint starts with a fresh linear layer.
+    fresh_keys = ("classifier.weight", "classifier.bias")
 
     def __init__(self, config: VideoPrismVisionConfig):
         if config.num_labels is None:
             config = config.copy(num_labels=2)
         super().__init__(config)
-        self.vision_model = VideoPrismVisionModel(config)
-        self.head = VideoPrismAttentionPooler(config)
+        self.vision_model = VideoPrismVisionModel(config, self.attention_choice)
+        self.head = VideoPrismAttentionPooler(config, self.attention_choice)
         self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_weights(config.initializer_range)

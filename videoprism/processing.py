@@ -6,7 +6,10 @@ import json
 import os
 from typing import Any
 
-from .tokenization import BatchEncoding, TokenizerNotFoundError, VideoPrismTokenizer
+from ._sources import ModelSource, resolve_source
+from .encoding import BatchEncoding
+from .errors import TokenizerNotFoundError
+from .tokenization import VideoPrismTokenizer
 from .video_processing import VideoPrismVideoProcessor
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -37,10 +40,10 @@ class VideoPrismProcessor:
     @classmethod
     def from_pretrained(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike | ModelSource,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
-        tokenizer: VideoPrismTokenizer | str | os.PathLike | None = None,
+        tokenizer: VideoPrismTokenizer | str | os.PathLike | ModelSource | None = None,
         **video_overrides: Any,
     ) -> VideoPrismProcessor:
         """Loads the video processor settings and the tokenizer of a folder or hub repo.
@@ -49,17 +52,19 @@ class VideoPrismProcessor:
         and raises `TokenizerNotFoundError`, saying where the vocabulary can be had, when given text.
 
         Args:
-            source: A folder, a hub repo id, a preset name or a checkpoint file (its folder is searched).
+            source: A folder, a hub repo id, a preset name, a checkpoint file (its folder is searched), or a
+                `ModelSource` from `resolve_source`.
             revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
             cache_dir: Hub cache folder.
             tokenizer: A tokenizer, or a source to load it from, instead of `source`'s.
             video_overrides: Video processor settings replacing the loaded ones, e.g. `num_frames=8`.
         """
-        video_processor = VideoPrismVideoProcessor.from_pretrained(source, revision, cache_dir, **video_overrides)
+        resolved = resolve_source(source, revision, cache_dir)
+        video_processor = VideoPrismVideoProcessor.from_pretrained(resolved, **video_overrides)
         error = None
         if tokenizer is None:
             try:
-                tokenizer = VideoPrismTokenizer.from_pretrained(source, revision=revision, cache_dir=cache_dir)
+                tokenizer = VideoPrismTokenizer.from_pretrained(resolved)
             except TokenizerNotFoundError as err:
                 tokenizer, error = None, str(err)
         elif not isinstance(tokenizer, VideoPrismTokenizer):

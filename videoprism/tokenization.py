@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._files import SourceNotFoundError, find_file, hub_offline
+from ._sources import ModelSource, hub_offline, resolve_source
+from .encoding import BatchEncoding
+from .errors import SourceNotFoundError, TokenizerNotFoundError
 
 SPIECE_NAME = "spiece.model"
 TOKENIZER_JSON_NAME = "tokenizer.json"
@@ -35,10 +37,6 @@ _CHECKPOINT_SUFFIXES = (".npz", ".safetensors", ".bin", ".pt", ".pth")
 _EXTRA_ID = re.compile(r"<extra_id_\d+>")
 
 
-class TokenizerNotFoundError(FileNotFoundError):
-    """A checkpoint source holds no tokenizer files (`spiece.model` / `tokenizer.json`)."""
-
-
 def canonicalize_text(text: str) -> str:
     """The original VideoPrism text canonicalisation.
 
@@ -46,36 +44,6 @@ def canonicalize_text(text: str) -> str:
     one space, and a period is appended: `"Hello, World!"` -> `"hello world."`, `""` -> `"."`.
     """
     return " ".join(text.translate(_PUNCTUATION_TO_SPACE).lower().split()) + "."
-
-
-class BatchEncoding(dict):
-    """Model inputs by name: a dict that also gives attribute access and moves its tensors with `.to()`."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} has no field {name!r}; it has {list(self)}") from None
-
-    def to(
-        self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None
-    ) -> BatchEncoding:
-        """Moves the torch tensors to `device` (in place; returns self).
-
-        Args:
-            device: A device, or a dtype (then used as `dtype`).
-            dtype: Casts floating-point tensors only (pixel values), never token ids or masks.
-        """
-        if isinstance(device, torch.dtype):
-            device, dtype = None, device
-        for key, value in self.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            if dtype is not None and value.is_floating_point():
-                self[key] = value.to(device=device, dtype=dtype)
-            elif device is not None:
-                self[key] = value.to(device=device)
-        return self
 
 
 def _missing_tokenizer_message(source: str, revision: str | None, reason: str | None = None) -> str:
@@ -240,7 +208,7 @@ class VideoPrismTokenizer:
     @classmethod
     def from_pretrained(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike | ModelSource,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         **overrides: Any,
@@ -251,7 +219,8 @@ class VideoPrismTokenizer:
 
         Args:
             source: A folder, a hub repo id (`MHRDYN7/videoprism-lvt-base-f16r288`), a preset name, a
-                `spiece.model` / `tokenizer.json` path, or a checkpoint file (its folder is searched).
+                `spiece.model` / `tokenizer.json` path, a checkpoint file (its folder is searched), or a
+                `ModelSource` from `resolve_source`.
             revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
             cache_dir: Hub cache folder.
             overrides: `canonicalize` or `model_max_length`, replacing what `tokenizer_config.json` says.
@@ -260,26 +229,18 @@ class VideoPrismTokenizer:
             TokenizerNotFoundError: The source holds no tokenizer files (the Flax checkpoints do not), or does
                 not exist.
         """
-        text = os.fspath(source)
-        path = os.path.expanduser(text)
-        if os.path.isfile(path) and path.endswith(_CHECKPOINT_SUFFIXES):  # a model file: look beside it
-            path = text = os.path.dirname(os.path.abspath(path))
-        if os.path.isfile(path):
-            vocab_file = path
-            sibling = os.path.join(os.path.dirname(path), TOKENIZER_CONFIG_NAME)
-            config_file = sibling if os.path.isfile(sibling) else None
-        else:
-            try:
-                vocab_file = find_file(text, [SPIECE_NAME, TOKENIZER_JSON_NAME], revision, cache_dir)
-            except SourceNotFoundError as err:
-                raise TokenizerNotFoundError(_missing_tokenizer_message(text, revision, str(err))) from err
-            if vocab_file is None:
-                raise TokenizerNotFoundError(_missing_tokenizer_message(text, revision))
-            config_file = find_file(text, [TOKENIZER_CONFIG_NAME], revision, cache_dir)
+        try:
+            resolved = resolve_source(source, revision, cache_dir)
+            vocab_file = resolved.find_file([SPIECE_NAME, TOKENIZER_JSON_NAME], _is_vocabulary_file)
+            config_file = resolved.find_file([TOKENIZER_CONFIG_NAME]) if vocab_file is not None else None
+        except SourceNotFoundError as err:
+            raise TokenizerNotFoundError(_missing_tokenizer_message(str(source), revision, str(err))) from err
+        if vocab_file is None:
+            raise TokenizerNotFoundError(_missing_tokenizer_message(str(source), resolved.revision))
         settings = _read_settings(config_file) if config_file else {}
         settings.update(overrides)
         tokenizer = cls(vocab_file, **settings)
-        tokenizer.name_or_path = text
+        tokenizer.name_or_path = resolved.folder if _is_checkpoint_file(resolved) else resolved.given
         return tokenizer
 
     def save_pretrained(self, folder: str | os.PathLike) -> tuple[str, ...]:
@@ -425,6 +386,15 @@ class VideoPrismTokenizer:
             f"{type(self).__name__}(name_or_path={self.name_or_path!r}, backend={self.backend!r}, "
             f"vocab_size={self.vocab_size}, canonicalize={self.canonicalize}, model_max_length={self.model_max_length})"
         )
+
+
+def _is_vocabulary_file(path: str) -> bool:
+    """A file source other than a checkpoint is taken as the vocabulary itself; a checkpoint's folder is searched."""
+    return not path.endswith(_CHECKPOINT_SUFFIXES)
+
+
+def _is_checkpoint_file(source: ModelSource) -> bool:
+    return source.kind == "file" and not _is_vocabulary_file(source.path)
 
 
 def _read_settings(path: str) -> dict[str, Any]:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._files import find_file
-from .tokenization import BatchEncoding
+from ._sources import ModelSource, resolve_source
+from .encoding import BatchEncoding
+from .errors import VideoInputError
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,6 @@ VIDEO_PROCESSOR_CONFIG_NAME = "video_preprocessor_config.json"
 _LEGACY_CONFIG_NAME = "preprocessor_config.json"
 RESIZE_MODES = ("squash", "center_crop", "pad")
 _RESAMPLE_FILTERS = {int(f) for f in Image.Resampling}
-
-
-class VideoInputError(ValueError):
-    """A video given to the processor has the wrong type, shape, dtype or values."""
 
 
 @dataclass
@@ -191,7 +188,7 @@ class VideoPrismVideoProcessor:
     @classmethod
     def from_pretrained(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike | ModelSource,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         **overrides: Any,
@@ -202,25 +199,21 @@ class VideoPrismVideoProcessor:
 
         Args:
             source: A folder, a hub repo id, a preset name, a checkpoint file (its folder is searched), or a
-                `video_preprocessor_config.json` path.
+                `video_preprocessor_config.json` path, or a `ModelSource` from `resolve_source`.
             revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
             cache_dir: Hub cache folder.
             overrides: Settings replacing the loaded ones, e.g. `num_frames=8`.
         """
-        from .configuration import find_preset
+        from .configuration import PRESETS
 
-        text = os.fspath(source)
-        path = os.path.expanduser(text)
-        if os.path.isfile(path) and path.endswith(".json"):
-            config_file = path
-        else:
-            if os.path.isfile(path):  # a checkpoint file: its settings sit beside it
-                path = text = os.path.dirname(os.path.abspath(path))
-            config_file = find_file(text, [VIDEO_PROCESSOR_CONFIG_NAME, _LEGACY_CONFIG_NAME], revision, cache_dir)
+        resolved = resolve_source(source, revision, cache_dir)
+        config_file = resolved.find_file(
+            [VIDEO_PROCESSOR_CONFIG_NAME, _LEGACY_CONFIG_NAME], lambda path: path.endswith(".json")
+        )
         if config_file is None:
-            preset = find_preset(text)
+            preset = PRESETS.get(resolved.preset) if resolved.preset else None
             data = {"num_frames": preset.vision["num_frames"]} if preset is not None else {}
-            logger.info("%s has no %s; using the original pre-processing", text, VIDEO_PROCESSOR_CONFIG_NAME)
+            logger.info("%s has no %s; using the original pre-processing", resolved, VIDEO_PROCESSOR_CONFIG_NAME)
         else:
             try:
                 with open(config_file, encoding="utf-8") as f:
@@ -232,7 +225,7 @@ class VideoPrismVideoProcessor:
         try:
             return cls.from_dict(data, **overrides)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{config_file or text}: invalid video processor settings ({err})") from err
+            raise ValueError(f"{config_file or resolved}: invalid video processor settings ({err})") from err
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "do_sample_frames")

@@ -11,24 +11,19 @@ from typing import Any
 
 import torch
 
+from ._numerics import l2_normalize
 from .zero_shot_metadata import DEFAULT_TEMPLATE, TEMPLATE_ENSEMBLES
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "TEMPLATE_ENSEMBLES",
     "build_zero_shot_classifier",
-    "classify",
-    "classify_videos",
+    "label_probabilities",
+    "label_probabilities_of_videos",
     "zero_shot_logits",
 ]
 
 Template = str | Callable[[str], str]
-
-
-def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    # The original's normalisation: x / sqrt(sum(x^2) + 1e-12), in fp32.
-    x = x.float()
-    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1e-12)
 
 
 def _model_device(model: Any) -> torch.device:
@@ -98,9 +93,9 @@ def build_zero_shot_classifier(
         features = model.get_text_features(
             input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
         )
-        embeds.append(_l2_normalize(features))
+        embeds.append(l2_normalize(features.float()))
     embeds = torch.cat(embeds).reshape(len(labels), len(templates), -1)
-    return _l2_normalize(embeds.mean(dim=1))
+    return l2_normalize(embeds.mean(dim=1).float())
 
 
 def zero_shot_logits(video_embeds: torch.Tensor, classifier: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
@@ -112,12 +107,12 @@ def zero_shot_logits(video_embeds: torch.Tensor, classifier: torch.Tensor, tempe
             f"video embeddings {tuple(video_embeds.shape)} and classifier {tuple(classifier.shape)} must be "
             "(B, D) and (num_labels, D)"
         )
-    video = _l2_normalize(video_embeds)
-    return video @ _l2_normalize(classifier).to(video.device).T / temperature
+    video = l2_normalize(video_embeds.float())
+    return video @ l2_normalize(classifier.float()).to(video.device).T / temperature
 
 
 @torch.no_grad()
-def classify(
+def label_probabilities(
     model: Any,
     videos: torch.Tensor,
     classifier: torch.Tensor,
@@ -150,7 +145,7 @@ def classify(
 
 
 @torch.no_grad()
-def classify_videos(
+def label_probabilities_of_videos(
     model: Any,
     processor: Any,
     videos: Any,
@@ -177,4 +172,4 @@ def classify_videos(
     dtype = getattr(model, "dtype", None)
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         pixels = pixels.to(dtype)
-    return classify(model, pixels, classifier, temperature)
+    return label_probabilities(model, pixels, classifier, temperature)
