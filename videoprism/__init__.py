@@ -36,7 +36,7 @@ from .video_io import DecodedVideo, read_video
 from .video_processing import VideoPrismVideoProcessor
 from .zero_shot import build_zero_shot_classifier, label_probabilities, label_probabilities_of_videos
 
-# The name `classify` predates `label_probabilities`; both stay.
+# `classify` is the short public name; `label_probabilities` says what it returns.
 classify = label_probabilities
 
 __version__ = "0.1.0"
