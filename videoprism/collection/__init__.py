@@ -24,7 +24,6 @@ _LAZY = {
     "DTYPES": "embedder",
     "VideoEmbedder": "embedder",
     "load_video_embedder": "embedder",
-    "model_id_for": "embedder",
     "VIDEO_EXTENSIONS": "inputs",
     "expand_inputs": "inputs",
     "EmbedSummary": "pipeline",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._sources import resolve_source
 from ..errors import EmbedSettingsError, NoVideosFoundError
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
@@ -96,7 +97,7 @@ def classify_video_files(
     paths = expand_inputs(videos)
     if not paths:
         raise NoVideosFoundError(f"no video files found in {videos!r}")
-    source = os.fspath(model)
+    source = resolve_source(model)  # once, for the model, its processor and its tokenizer
     embedder, processor = load_video_embedder(source, device=device, dtype=dtype, num_frames=num_frames)
     if not embedder.has_text:
         raise EmbedSettingsError(

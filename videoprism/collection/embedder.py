@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._sources import ModelSource, resolve_source
 from ..errors import EmbedSettingsError
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "VideoEmbedder",
     "load_processor",
     "load_video_embedder",
-    "model_id_for",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -34,20 +34,6 @@ DEFAULT_MODEL = "google/videoprism-lvt-base-f16r288"
 
 #: Weight dtypes by name, as the command line and the collection tools accept them.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def model_id_for(model: str | os.PathLike[str]) -> str:
-    """The id a store records for a model source: the hub repo of a preset, the absolute path of a local checkpoint,
-    or the hub repo id as given. Loading the id gives the same model back."""
-    from ..configuration import PRESETS
-
-    text = os.fspath(model)
-    if text in PRESETS:
-        return PRESETS[text].repo_id
-    path = os.path.expanduser(text)
-    if os.path.exists(path):
-        return os.path.abspath(path)
-    return text
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -155,7 +141,7 @@ class VideoEmbedder:
         return embeds.float().cpu().numpy(), frame_embeds
 
 
-def load_processor(model: str | os.PathLike[str], num_frames: int | None) -> Any:
+def load_processor(model: str | os.PathLike[str] | ModelSource, num_frames: int | None) -> Any:
     """The checkpoint's video processor, with ``num_frames`` frames per clip when given."""
     from ..video_processing import VideoPrismVideoProcessor
 
@@ -168,7 +154,7 @@ def load_processor(model: str | os.PathLike[str], num_frames: int | None) -> Any
 
 
 def load_video_embedder(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | ModelSource,
     *,
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype | None = None,
@@ -178,7 +164,8 @@ def load_video_embedder(
     """Loads a checkpoint and its video processor for embedding.
 
     Args:
-        model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file.
+        model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file, or the `ModelSource`
+            `resolve_source` made of one (resolved once per run).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         dtype: Weights dtype (``torch.bfloat16`` or "bfloat16", ...); None keeps the checkpoint's float32.
         num_frames: Frames per clip; default: the model's video processor's (``video_preprocessor_config.json``, else
@@ -191,6 +178,7 @@ def load_video_embedder(
     """
     from ..auto import load_model
 
+    model = resolve_source(model)
     if processor is None:
         processor = load_processor(model, num_frames)
     loaded = load_model(model, device=resolve_device(device), dtype=resolve_dtype(dtype))

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._sources import resolve_source
 from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
-from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder, model_id_for
+from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder
 from .pipeline import (
     EmbedSummary,
     VideoKey,
@@ -74,7 +75,7 @@ def embed_videos(
         inputs: Files, folders, globs, URLs or ``@list.txt`` files (see `expand_inputs`).
         store: Store folder.
         model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file; recorded in the store as
-            `model_id_for` says.
+            its `ModelSource.model_id` (hub repo, or the absolute path of a local checkpoint).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         dtype: Weights dtype ("bfloat16", "float16", "float32" or a torch dtype); None keeps float32.
         batch_size: Clips per forward pass (and per store write).
@@ -107,26 +108,27 @@ def embed_videos(
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
     paths = checked_inputs(inputs, window, stride)
 
-    model_id = model_id_for(model)
+    source = resolve_source(model)  # once: the processor, the model and the store's model id all use it
+    model_id = source.model_id
     store = os.fspath(store)
     summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
-    processor = load_processor(model, num_frames)
+    processor = load_processor(source, num_frames)
     embedder = None
     existed = (Path(store) / MANIFEST_NAME).is_file()
     if existed:
         writer = EmbeddingStore.open(store, model_id=model_id)
     else:
-        embedder, _ = load_video_embedder(model, device=device, dtype=dtype, processor=processor)
+        embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
         writer = EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim)
     with writer:
         if existed:  # even when there is nothing to do: a re-run with other settings must not look like a success
-            check_settings(store, processor.num_frames, window, stride)
+            check_settings(writer, processor.num_frames, window, stride)
         keys, failures = plan_videos(paths, writer, retry_failed, summary)
         if failures:
             writer.write_failures(failures)
         if keys:
             if embedder is None:
-                embedder, _ = load_video_embedder(model, device=device, dtype=dtype, processor=processor)
+                embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
             if embedder.dim != writer.dim:
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"

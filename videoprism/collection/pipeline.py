@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedSettingsError, NoVideosFoundError
-from ..store import EmbeddingStore, open_store
+from ..store import EmbeddingStore
 from ..video_io import window_bounds
 from .inputs import VIDEO_EXTENSIONS, expand_inputs, resume_key
 from .progress import Progress
@@ -206,13 +206,16 @@ def checked_inputs(
     return paths
 
 
-def check_settings(store: str | os.PathLike[str], num_frames: int, window: float | None, stride: float | None) -> None:
-    """Refuses to add clips made with other settings to a store: resuming would silently mix them."""
+def check_settings(writer: EmbeddingStore, num_frames: int, window: float | None, stride: float | None) -> None:
+    """Refuses to add clips made with other settings to a store: resuming would silently mix them.
+
+    Reads the rows the writer listed when it opened the store (no second listing of its metadata).
+    """
     import pyarrow.compute as pc
 
-    reader = open_store(store)
-    meta = reader.metadata
-    if not meta.num_rows:
+    meta = writer.rows_at_open
+    store = writer.path
+    if meta is None or not meta.num_rows:
         return
     kinds = set(meta["kind"].unique().to_pylist())
     hint = "pass the settings the store was made with, or write to another --out"

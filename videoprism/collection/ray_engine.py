@@ -25,8 +25,8 @@ count per actor) decoding runs in separate tasks on every free CPU of the cluste
 
 Where files must be. The driver lists and stats the inputs (resume keys are ``path, size, mtime``) and every worker
 opens them by the same path, so on a multi-node cluster the videos must be on storage mounted at the same path on
-all nodes (NFS, a FUSE mount of a bucket) or be URLs. The model is loaded by each actor from its id
-(`videoprism.collection.embedder.model_id_for`): a hub repo (downloaded on each node) or a path on shared storage.
+all nodes (NFS, a FUSE mount of a bucket) or be URLs. The model is loaded by each actor from the source the driver
+resolved (`videoprism.resolve_source`): a hub repo (downloaded on each node) or a path on shared storage.
 
 Decoding happens in a child process of each Ray worker (the local engine's decoding worker), so a video that crashes
 its decoder (a segfault inside FFmpeg, not just a Python error) fails alone, as in the local engine; decoding in the
@@ -54,11 +54,12 @@ from typing import Any
 
 import numpy as np
 
+from .._sources import ModelSource, resolve_source
 from ..errors import EmbedSettingsError, RayNotInstalledError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from .clips import ClipSettings
 from .decode_pool import POLL_S, decoding_worker_process, one_thread_children
-from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, model_id_for, resolve_dtype
+from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, resolve_dtype
 from .pipeline import (
     EmbedSummary,
     VideoKey,
@@ -226,7 +227,7 @@ class _InferenceWorker:
     """
 
     def __init__(
-        self, model: str, device: str | None, dtype: Any, num_frames: int | None, frames: bool, cpu_threads: int
+        self, model: ModelSource, device: str | None, dtype: Any, num_frames: int | None, frames: bool, cpu_threads: int
     ) -> None:
         import torch
 
@@ -389,24 +390,25 @@ def embed_videos_ray(
     resolve_dtype(dtype)  # fail here rather than in every actor
     paths = checked_inputs(inputs, window, stride)
 
-    model_id = model_id_for(model)
+    source = resolve_source(model)  # once: the processor, the actors' model and the store's model id all use it
+    model_id = source.model_id
     store = os.fspath(store)
     summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
-    processor = load_processor(model, num_frames)
+    processor = load_processor(source, num_frames)
     with _LazyWriter(store, model_id) as lazy:
         if lazy.writer is not None:
-            check_settings(store, processor.num_frames, window, stride)
+            check_settings(lazy.writer, processor.num_frames, window, stride)
         keys, failures = plan_videos(paths, lazy.writer, retry_failed, summary)
         if failures:
             lazy.write_failures(failures)
         if keys:
             settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride)
-            actor_args = {"model": model_id, "device": device, "dtype": dtype, "num_frames": num_frames,
+            actor_args = {"model": source, "device": device, "dtype": dtype, "num_frames": num_frames,
                           "frames": frames, "cpu_threads": max(1, round(num_cpus))}  # fmt: skip
             _run(ray, address, lazy, keys, settings, actor_args, summary, batch_size, num_gpus_per_worker, num_cpus,
                  concurrency, progress, progress_interval)  # fmt: skip
         if lazy.writer is None:  # nothing reached the model (every input failed to stat): ask the model its dimension
-            embedder, _ = load_video_embedder(model, device="cpu", dtype=dtype, processor=processor)
+            embedder, _ = load_video_embedder(source, device="cpu", dtype=dtype, processor=processor)
             lazy.open(embedder.dim)
             del embedder
         if compact:

@@ -13,20 +13,23 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._sources import ModelSource, resolve_source
+from ..auto import load_model
 from ..errors import EmbedSettingsError
 from ..store import SearchHit, StoreReader, open_store
 from ..video_io import read_video
 from .clips import clip_pixels
-from .embedder import DEFAULT_MODEL, VideoEmbedder, load_video_embedder, model_id_for
+from .embedder import DEFAULT_MODEL, load_video_embedder, resolve_device, resolve_dtype
 
 __all__ = ["embed_text", "search_text", "search_video"]
 
 
-def _query_model(reader: StoreReader, model: str | os.PathLike[str] | None) -> str:
-    """The model to embed queries with: ``model``, else the store's; warns when they differ."""
+def _query_model(reader: StoreReader, model: str | os.PathLike[str] | ModelSource | None) -> ModelSource:
+    """The model to embed queries with, resolved once: ``model``, else the store's; warns when they differ."""
     if model is None:
-        return reader.model_id
-    if model_id_for(model) != reader.model_id:
+        return resolve_source(reader.model_id)
+    source = resolve_source(model)
+    if source.model_id != reader.model_id:
         import warnings
 
         warnings.warn(
@@ -34,7 +37,7 @@ def _query_model(reader: StoreReader, model: str | os.PathLike[str] | None) -> s
             "compares embeddings of two models, which is only meaningful if they share an embedding space",
             stacklevel=3,
         )
-    return os.fspath(model)
+    return source
 
 
 def _store_num_frames(reader: StoreReader) -> int | None:
@@ -48,20 +51,20 @@ def _store_num_frames(reader: StoreReader) -> int | None:
     return int(pc.list_value_length(clips["frame_indices"][0:1])[0].as_py())
 
 
-def embed_text(embedder: VideoEmbedder, source: str, texts: Sequence[str]) -> np.ndarray:
+def embed_text(model: torch.nn.Module, source: str | ModelSource, texts: Sequence[str]) -> np.ndarray:
     """(len(texts), D) text embeddings of an LvT model loaded from ``source`` (whose tokenizer is used)."""
     from ..tokenization import VideoPrismTokenizer
 
-    if not embedder.has_text:
+    if not hasattr(model, "get_text_features"):
         raise EmbedSettingsError(
             f"model {source} embeds videos only (no text tower); search it with a query video (--video) or use a "
             f"video-text checkpoint such as {DEFAULT_MODEL}"
         )
     tokenizer = VideoPrismTokenizer.from_pretrained(source)
     tokens = tokenizer(list(texts), return_tensors="pt")
-    device = next(embedder.model.parameters()).device
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        features = embedder.model.get_text_features(
+        features = model.get_text_features(
             tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
         )
     return features.float().cpu().numpy()
@@ -101,8 +104,8 @@ def search_text(
         raise ValueError(f"query must be a non-empty text, got {query!r}")
     reader = open_store(store)
     source = _query_model(reader, model)
-    embedder, _ = load_video_embedder(source, device=device, dtype=dtype)
-    return reader.search(embed_text(embedder, source, [query])[0], k, kind)
+    text_model = load_model(source, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    return reader.search(embed_text(text_model, source, [query])[0], k, kind)
 
 
 def search_video(

@@ -92,6 +92,7 @@ class EmbeddingStore:
         self._frames_shape: tuple[int, ...] | None = None
         self._rows = 0
         self._failures = 0
+        self.rows_at_open: pa.Table | None = None  # live embedding rows as listed when opened
         self._recover()
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -215,6 +216,7 @@ class EmbeddingStore:
                 p.unlink(missing_ok=True)  # written by a batch whose metadata never committed
         fsync_dir(self.path / SHARDS_DIR)
         fsync_dir(self.path / META_DIR)
+        self.rows_at_open = snap.ok
         self._load_state(snap)
 
     def _load_state(self, snap: Snapshot) -> None:
