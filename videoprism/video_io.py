@@ -2,7 +2,7 @@
 
 `read_video` decodes a video into RGB uint8 frames. With ``num_frames`` it samples frames uniformly, exactly like the
 original VideoPrism demos (``np.linspace(0, n, num_frames, endpoint=False)`` cast to int), and decodes only what it
-needs: a demux-only pass over the packets (no decoding, a few milliseconds even for long videos) gives the
+needs: a demux-only pass over the packets (no decoding, so cheap even for long videos) gives the
 presentation timestamp (pts) of every frame and where the keyframes are, so a sparse request seeks to the keyframe at
 or before each wanted frame instead of decoding the whole stream. Every decoded frame's pts is checked against that
 table; on any disagreement the reader falls back to a plain sequential decode, so the frames returned are always
