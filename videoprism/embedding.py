@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .serve.thumbnails import POSTERS_KEY, clip_posters, save_posters  # serve hook
 from .store import MANIFEST_NAME, EmbeddingStore, file_key, open_store
 
 __all__ = [
@@ -236,6 +237,7 @@ class ClipSettings:
     num_frames: int
     window: float | None
     stride: float | None
+    posters: bool = False  # serve hook: attach poster JPEGs (videoprism.serve.thumbnails) to each clip's metadata
 
 
 def _error_text(err: BaseException) -> str:
@@ -280,13 +282,19 @@ def _video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[
 
     if settings.window is None:
         video = read_video(path, num_frames=settings.num_frames)
-        yield meta(video, "clip", None, None, 1), pixels(video)
+        row = meta(video, "clip", None, None, 1)
+        if settings.posters:  # serve hook: the clip's poster
+            row[POSTERS_KEY] = clip_posters(video.frames, ("clip",))
+        yield row, pixels(video)
         return
     first = read_video(path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window)
     bounds = window_bounds(first.duration, settings.window, settings.stride, first.fps)
     for i, (start, end) in enumerate(bounds):
         video = first if i == 0 else _read_window(path, settings.num_frames, start, end, first.duration)
-        yield meta(video, "window", start, end, len(bounds) + 1), pixels(video)
+        row = meta(video, "window", start, end, len(bounds) + 1)
+        if settings.posters:  # serve hook: the window's poster; the middle window's also stands for the video
+            row[POSTERS_KEY] = clip_posters(video.frames, ("window", "video") if i == len(bounds) // 2 else ("window",))
+        yield row, pixels(video)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -935,6 +943,7 @@ def embed_videos(
     progress: bool | str = "auto",
     progress_interval: float = 10.0,
     queue_size: int | None = None,
+    thumbnails: bool = True,
 ) -> EmbedSummary:
     """Embeds videos into a store (created if needed), skipping those it already holds.
 
@@ -963,6 +972,8 @@ def embed_videos(
         progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
         progress_interval: Seconds between progress lines.
         queue_size: Pre-processed clips that may wait for the model (default ``2 * batch_size``).
+        thumbnails: Write a poster JPEG per video and per window into ``STORE/thumbs`` (see
+            `videoprism.serve.thumbnails`), made from the frames decoded for the model.
 
     Returns:
         An `EmbedSummary`.
@@ -1004,7 +1015,7 @@ def embed_videos(
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride)
+            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride, posters=thumbnails)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
                  progress_interval)  # fmt: skip
         if compact:
@@ -1063,6 +1074,7 @@ def _run(
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
+                    save_posters(writer.path, keys[idx][0], event[2])  # serve hook: thumbnails before their rows
                     pending.append((idx, event[2], event[3]))
                     if len(pending) >= batch_size:
                         flush()
