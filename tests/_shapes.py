@@ -63,3 +63,20 @@ def make_shape_videos(folder: Path, count: int = len(SCENES), seconds: float = 4
         suffix = "" if i < len(SCENES) else f"_{i // len(SCENES)}"
         paths.append(make_shape_video(folder / f"{name}{suffix}.mp4", background, colour, shape, seconds))
     return paths
+
+
+SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
+
+
+def build_store(root: Path, count: int = len(SCENES), window: float | None = 2.0, **embed: object) -> tuple[Path, Path]:
+    """A tiny LvT model (with tokenizer) and a store of `count` shape videos embedded with it (decoded in this
+    process); returns ``(model folder, store folder)``. The videos are in ``root / "videos"``."""
+    from _checkpoints import save_tiny_clip_model
+
+    from videoprism.embedding import embed_videos
+
+    model = save_tiny_clip_model(root / "model", SPM)
+    videos = make_shape_videos(root / "videos", count)
+    store = root / "store"
+    embed_videos(videos, store, model, window=window, workers=0, batch_size=4, progress=False, **embed)
+    return model, store

@@ -20,11 +20,13 @@ and while reading the body otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,6 +100,20 @@ def _display_name(upload: UploadFile) -> str:
     return name or "upload"
 
 
+@contextlib.contextmanager
+def _decoding(upload: UploadFile) -> Iterator[None]:
+    """Turns a failure to decode an upload into 415, naming the upload (not the server's temporary file)."""
+    try:
+        yield
+    except VideoDecodeError as err:
+        cause = str(err).rsplit("(", 1)[-1].rstrip(")") if "(" in str(err) else "no video stream"
+        raise HTTPException(
+            415,
+            f"the uploaded file {_display_name(upload)!r} is not a video that can be decoded ({cause[:200]}); "
+            "upload a video file (mp4, webm, mov, mkv, ...)",
+        ) from err
+
+
 def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> Any:
     """The application serving ``engine``'s store.
 
@@ -153,7 +169,7 @@ def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> 
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         kind: Annotated[Kind, Form()] = "all",
     ) -> list[dict[str, Any]]:
-        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder:
+        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder, _decoding(file):
             query = engine.embed_video_file(_spool(file, folder))
         return [engine.hit_json(i, hit) for i, hit in enumerate(engine.search(query, k, kind), 1)]
 
@@ -172,7 +188,7 @@ def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> 
             raise HTTPException(
                 400, f"templates {templates[:80]!r} is neither {', '.join(TEMPLATE_ENSEMBLES)} nor a template with {{}}"
             )
-        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder:
+        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder, _decoding(file):
             path = _spool(file, folder)
             ranked = engine.classify(path, names, templates)
         return [{"video": _display_name(file), "labels": [{"label": n, "probability": p} for n, p in ranked]}]
