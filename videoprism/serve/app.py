@@ -101,16 +101,17 @@ def _display_name(upload: UploadFile) -> str:
 
 
 @contextlib.contextmanager
-def _decoding(upload: UploadFile) -> Iterator[None]:
-    """Turns a failure to decode an upload into 415, naming the upload (not the server's temporary file)."""
+def _decoding(upload: UploadFile, folder: str) -> Iterator[None]:
+    """Turns a failure to decode an upload into 415, naming the upload instead of the server's temporary file."""
     try:
         yield
     except VideoDecodeError as err:
-        cause = str(err).rsplit("(", 1)[-1].rstrip(")") if "(" in str(err) else "no video stream"
+        name = _display_name(upload)
+        cause = re.sub(re.escape(folder) + r"/upload[.\w]*", name, str(err))[:300]
         raise HTTPException(
             415,
-            f"the uploaded file {_display_name(upload)!r} is not a video that can be decoded ({cause[:200]}); "
-            "upload a video file (mp4, webm, mov, mkv, ...)",
+            f"the uploaded file {name!r} is not a video that can be decoded ({cause}); upload a video file (mp4, "
+            "webm, mov, mkv, ...)",
         ) from err
 
 
@@ -169,7 +170,7 @@ def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> 
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         kind: Annotated[Kind, Form()] = "all",
     ) -> list[dict[str, Any]]:
-        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder, _decoding(file):
+        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder, _decoding(file, folder):
             query = engine.embed_video_file(_spool(file, folder))
         return [engine.hit_json(i, hit) for i, hit in enumerate(engine.search(query, k, kind), 1)]
 
@@ -188,7 +189,7 @@ def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> 
             raise HTTPException(
                 400, f"templates {templates[:80]!r} is neither {', '.join(TEMPLATE_ENSEMBLES)} nor a template with {{}}"
             )
-        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder, _decoding(file):
+        with tempfile.TemporaryDirectory(prefix="videoprism-upload-") as folder, _decoding(file, folder):
             path = _spool(file, folder)
             ranked = engine.classify(path, names, templates)
         return [{"video": _display_name(file), "labels": [{"label": n, "probability": p} for n, p in ranked]}]
@@ -215,6 +216,9 @@ def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> 
         path = engine.media_file(item_id)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type)
+
+    for path, endpoint in (("/api/items/{item_id}/thumbnail", thumbnail), ("/api/items/{item_id}/media", media)):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/api/stats", summary="Rows, videos, model, dimensions and failures of the store")
     def stats() -> dict[str, Any]:
