@@ -316,3 +316,17 @@ def test_new_rows_appear_while_embedding(tmp_path: Path, served: SimpleNamespace
     newest = int(open_store(store).ids.max())
     found = hits_of(client, "/api/search", params={"like": newest, "k": 17})
     assert len(found) == 17 and {h["path"] for h in found} == {str(v) for v in videos}
+
+
+def test_serve_command_errors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "videoprism.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    missing = run("serve", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no embedding store" in missing.stderr
+    port = run("serve", str(tmp_path), "--port", "70000")
+    assert port.returncode == 2 and "expected a TCP port 1-65535, got '70000'" in port.stderr
