@@ -7,7 +7,8 @@ one layer, as no video is embedded here) and the test tokenizer. Then, for each 
 * in process: ``StoreReader.search`` with a stored row's embedding (the work behind "more like this") and
   ``ServeEngine.search_text`` with a cached and an uncached text (the text tower runs for each new text);
 * through HTTP: ``videoprism serve`` in a subprocess, one client (httpx, keep-alive): ``GET /api/search?like=ID``,
-  ``?q=`` with texts asked before (cached embedding) and with new texts (uncached); p50 and p99 latency;
+  ``?q=`` with texts asked before (cached embedding) and with new texts (uncached); p50 and p99 latency, each HTTP
+  request paired with the same query in process (alternating), so that both see the same load;
 * 16 concurrent clients (threads, one connection each) against the same server: requests per second, beside one
   client's.
 
@@ -95,15 +96,19 @@ def build_store(root: Path, n: int, model_id: str, batch: int = 65536) -> None:
         st.compact()
 
 
-def latencies(fn: Callable[[int], object], count: int, warmup: int = 3) -> np.ndarray:
-    for i in range(warmup):
-        fn(-1 - i)
-    times = []
+def paired(local: Callable[[int], object], http: Callable[[int], object], count: int) -> tuple[np.ndarray, ...]:
+    """Milliseconds of the same query in process and through HTTP, alternating (the order flips every query) so that
+    both see the same load on a shared machine."""
+    for i in range(10):  # warm-up
+        local(-1 - i)
+        http(-1 - i)
+    times = np.zeros((2, count))
     for i in range(count):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t0)
-    return np.asarray(times) * 1e3
+        for side in (0, 1) if i % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            (local, http)[side](i)
+            times[side, i] = time.perf_counter() - t0
+    return times[0] * 1e3, times[1] * 1e3
 
 
 def throughput(make_request: Callable[[object, int], object], clients: int, per_client: int, url: str) -> float:
@@ -179,11 +184,10 @@ def bench_size(n: int, model: Path, args: argparse.Namespace) -> tuple[list[tupl
         for text in set(cached):
             engine.search_text(text, k)
         local = {
-            "like": latencies(lambda i: reader.search(stored(i), k), r),
-            "text, cached": latencies(lambda i: engine.search_text(cached[i], k), r),
-            "text, uncached": latencies(lambda i: engine.search_text(f"an in-process query {i}", k), args.uncached),
+            "like": lambda i: reader.search(stored(i), k),
+            "text, cached": lambda i: engine.search_text(cached[i], k),
+            "text, uncached": lambda i: engine.search_text(f"an in-process query {next(fresh)}", k),
         }
-
         port = free_port()
         proc = start_server(root / "store", port)
         url = f"http://127.0.0.1:{port}"
@@ -196,16 +200,17 @@ def bench_size(n: int, model: Path, args: argparse.Namespace) -> tuple[list[tupl
             with httpx.Client(base_url=url, timeout=300) as client:
                 for text in set(cached):
                     client.get("/api/search", params={"q": text, "k": k})
-                http = {name: latencies(lambda i, f=f: f(client, i), r if "uncached" not in name else args.uncached)
-                        for name, f in requests.items()}  # fmt: skip
+                timed = {name: paired(local[name], lambda i, f=f: f(client, i), r if "uncached" not in name else
+                                      args.uncached) for name, f in requests.items()}  # fmt: skip
             for name, f in requests.items():
                 per_client = max(1, (r if "uncached" not in name else args.uncached) // args.clients)
-                one = throughput(f, 1, per_client * 2, url)
+                first = throughput(f, 1, per_client * 2, url)
                 many = throughput(f, args.clients, per_client, url)
-                a, b = local[name], http[name]
+                one = (first + throughput(f, 1, per_client * 2, url)) / 2  # one client before and after: load drifts
+                a, b = timed[name]
                 latency_rows.append((f"{n:,}", name, f"{np.median(a):.1f} / {np.percentile(a, 99):.1f}",
                                      f"{np.median(b):.1f} / {np.percentile(b, 99):.1f}",
-                                     f"{np.median(b) / np.median(a):.2f}"))  # fmt: skip
+                                     f"{np.median(b / a):.2f}"))  # fmt: skip
                 rate_rows.append((f"{n:,}", name, f"{one:.1f}", f"{many:.1f}", f"{many / one:.2f}"))
                 print(latency_rows[-1], rate_rows[-1], flush=True)
         finally:
@@ -236,7 +241,7 @@ def main() -> None:
         results = [bench_size(n, model, args) for n in args.sizes]
     print(f"\nCPU: {cpu_name()} ({os.cpu_count()} cores); k={args.k}; {args.requests} timed requests per latency "
           f"({args.uncached} with new texts)\n")  # fmt: skip
-    print("| rows | query | in process, ms p50 / p99 | HTTP, ms p50 / p99 | HTTP / in process (p50) |")
+    print("| rows | query | in process, ms p50 / p99 | HTTP, ms p50 / p99 | HTTP / in process (median of pairs) |")
     print("| ---: | --- | ---: | ---: | ---: |")
     for row in (row for latency, _ in results for row in latency):
         print("| " + " | ".join(row) + " |")
