@@ -56,14 +56,6 @@ function play(hit, card) {
   video.dataset.start = String(start);
   $("now-playing").textContent = `${fileName(hit.path)} · ${windowText(hit)} · score ${hit.score.toFixed(3)}`;
   $("player").hidden = false;
-  video.addEventListener(
-    "loadedmetadata",
-    () => {
-      if (video.currentTime < start) video.currentTime = start;
-      video.play().catch(() => {});
-    },
-    { once: true },
-  );
   video.load();
   $("player").scrollIntoView({ block: "nearest" });
 }
@@ -204,6 +196,12 @@ function setUp() {
   $("video-classify").addEventListener("click", classifyVideo);
 
   const video = $("video");
+  video.addEventListener("loadedmetadata", () => {
+    // Seek to the window's start (for browsers that ignore the #t= fragment), then play.
+    const start = Number(video.dataset.start || 0);
+    if (video.currentTime < start) video.currentTime = start;
+    video.play().catch(() => {});
+  });
   video.addEventListener("timeupdate", () => {
     if (stopAt !== null && video.currentTime >= stopAt) {
       video.pause();
