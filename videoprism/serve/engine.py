@@ -19,13 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..store import MANIFEST_NAME, EmptyStoreError, SearchHit, StoreReader, open_store
+from ..store import MANIFEST_NAME, META_DIR, EmptyStoreError, SearchHit, StoreError, StoreReader, open_store
 from .thumbnails import thumbnail_key, thumbnail_path
 
 __all__ = ["ItemNotFoundError", "QueryError", "ServeEngine"]
 
-KIND_CHOICES = ("all", "clip", "window", "video")
-_META_DIR = "meta"
 
 
 class ItemNotFoundError(LookupError):
@@ -86,7 +84,7 @@ class ServeEngine:
         written once under unique names, so the listing identifies the store's content)."""
         try:
             st = os.stat(self.path / MANIFEST_NAME)
-            parts = sorted(n for n in os.listdir(self.path / _META_DIR) if not n.startswith((".", "_")))
+            parts = sorted(n for n in os.listdir(self.path / META_DIR) if not n.startswith((".", "_")))
         except OSError:
             return ()
         return st.st_mtime_ns, st.st_size, tuple(parts)
@@ -101,7 +99,7 @@ class ServeEngine:
             if signature != self._signature:
                 try:
                     self._reader = open_store(self.path)
-                except Exception:  # noqa: BLE001 - a half-visible commit: keep serving the last good snapshot
+                except (StoreError, OSError):  # caught between two files of a compaction: keep the last snapshot
                     return self._reader
                 self._signature = signature
         return self._reader
