@@ -25,7 +25,6 @@ from .thumbnails import thumbnail_key, thumbnail_path
 __all__ = ["ItemNotFoundError", "QueryError", "ServeEngine"]
 
 
-
 class ItemNotFoundError(LookupError):
     """No live row of the store has the requested id (or its file is gone)."""
 
