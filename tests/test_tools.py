@@ -339,7 +339,9 @@ def test_search_by_video_and_text(assets, embedded):
 
     as_json = run_cli("search", str(embedded.store), "a grey screen", "-k", "10", "--json")
     hits = json.loads(as_json.stdout)
-    assert len(hits) == 4 and all(set(h) == {"rank", "score", "path", "start", "end"} for h in hits)
+    assert len(hits) == 4 and all(set(h) == {"rank", "score", "id", "path", "start", "end"} for h in hits)
+    paths = dict(zip(*open_store(embedded.store).metadata.select(["id", "path"]).to_pydict().values(), strict=True))
+    assert [paths[h["id"]] for h in hits] == [h["path"] for h in hits]  # the id names the stored row
 
 
 def test_classify_probabilities(assets, reference, tmp_path):

@@ -33,6 +33,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.DecodingWorkerError, EXIT_USAGE),
     (errors.RayNotInstalledError, EXIT_USAGE),
     (errors.VideoDecodeError, EXIT_USAGE),
+    (errors.QueryError, EXIT_USAGE),
+    (errors.ItemNotFoundError, EXIT_USAGE),
     (FileNotFoundError, EXIT_USAGE),
     (ValueError, EXIT_USAGE),
 )
@@ -191,8 +193,8 @@ def _cmd_search(args) -> int:
     rows = []
     for i, hit in enumerate(hits, 1):
         meta = hit.metadata
-        rows.append({"rank": i, "score": hit.score, "path": meta["path"], "start": seconds(meta["start"]),
-                     "end": seconds(meta["end"])})  # fmt: skip
+        rows.append({"rank": i, "score": hit.score, "id": hit.id, "path": meta["path"],
+                     "start": seconds(meta["start"]), "end": seconds(meta["end"])})  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
 
     from .collection import DEFAULT_MODEL
+    from .serve import add_serve_commands
 
     formatter = argparse.RawDescriptionHelpFormatter
     embed = commands.add_parser(
@@ -356,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--video", metavar="CLIP", help="query video instead of a text")
     search.add_argument("-k", type=_positive(int), default=10, help="number of results (default: 10)")
     search.add_argument("--kind", choices=["all", "clip", "window", "video"], default="all", help="rows to search")
-    search.add_argument("--json", action="store_true", help='print [{"rank", "score", "path", "start", "end"}, ...]')
+    search.add_argument(
+        "--json", action="store_true", help='print [{"rank", "score", "id", "path", "start", "end"}, ...]'
+    )
     model_args(search, None)
     search.set_defaults(run=_cmd_search)
 
@@ -384,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(classify, DEFAULT_MODEL)
     decode_args(classify)
     classify.set_defaults(run=_cmd_classify)
+    add_serve_commands(commands)  # `serve` and `thumbnails` (videoprism.serve)
     return parser
 
 

@@ -85,3 +85,14 @@ class RayNotInstalledError(ImportError):
 
 class VideoDecodeError(ValueError):
     """A video could not be opened or decoded. The message names the source and the cause."""
+
+
+# Serving
+
+
+class ItemNotFoundError(LookupError):
+    """No live row of the store has the requested id (or its file is gone)."""
+
+
+class QueryError(ValueError):
+    """A query the store's model cannot answer (e.g. text against a video-only model) or malformed labels."""

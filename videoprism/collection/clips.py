@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import VideoDecodeError
 from ..video_io import DecodedVideo, read_video, read_window, window_bounds
+from .thumbnails import POSTERS_KEY, clip_posters
 
 __all__ = ["ClipSettings", "clip_pixels", "error_text", "video_clips"]
 
@@ -29,6 +30,7 @@ class ClipSettings:
     num_frames: int
     window: float | None
     stride: float | None
+    posters: bool = False  # attach poster JPEGs (`thumbnails.clip_posters`) to each clip's metadata
 
 
 def error_text(err: BaseException) -> str:
@@ -57,10 +59,16 @@ def video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[t
     """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time."""
     if settings.window is None:
         video = read_video(path, num_frames=settings.num_frames)
-        yield _meta(video, "clip", None, None, 1), clip_pixels(processor, video)
+        row = _meta(video, "clip", None, None, 1)
+        if settings.posters:
+            row[POSTERS_KEY] = clip_posters(video.frames, ("clip",))
+        yield row, clip_pixels(processor, video)
         return
     first = read_video(path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window)
     bounds = window_bounds(first.duration, settings.window, settings.stride, first.fps)
     for i, (start, end) in enumerate(bounds):
         video = first if i == 0 else read_window(path, settings.num_frames, start, end, first.duration)
-        yield _meta(video, "window", start, end, len(bounds) + 1), clip_pixels(processor, video)
+        row = _meta(video, "window", start, end, len(bounds) + 1)
+        if settings.posters:  # the middle window's poster also stands for the whole video
+            row[POSTERS_KEY] = clip_posters(video.frames, ("window", "video") if i == len(bounds) // 2 else ("window",))
+        yield row, clip_pixels(processor, video)

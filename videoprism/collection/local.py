@@ -39,6 +39,7 @@ from .pipeline import (
     write_clip_rows,
 )
 from .progress import Progress
+from .thumbnails import save_posters
 
 __all__ = ["embed_videos"]
 
@@ -61,6 +62,7 @@ def embed_videos(
     progress: bool | str = "auto",
     progress_interval: float = 10.0,
     queue_size: int | None = None,
+    thumbnails: bool = True,
 ) -> EmbedSummary:
     """Embeds videos into a store (created if needed), skipping those it already holds.
 
@@ -90,6 +92,8 @@ def embed_videos(
         progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
         progress_interval: Seconds between progress lines.
         queue_size: Pre-processed clips that may wait for the model (default ``2 * batch_size``).
+        thumbnails: Write a poster JPEG per video and per window into ``STORE/thumbs`` (see
+            `videoprism.collection.thumbnails`), made from the frames decoded for the model.
 
     Returns:
         An `EmbedSummary`.
@@ -133,7 +137,7 @@ def embed_videos(
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride)
+            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride, posters=thumbnails)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
                  progress_interval)  # fmt: skip
         if compact:
@@ -188,6 +192,7 @@ def _run(
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
+                    save_posters(writer.path, keys[idx][0], event[2])  # thumbnails land before their rows
                     pending.append((idx, event[2], event[3]))
                     if len(pending) >= batch_size:
                         flush()
