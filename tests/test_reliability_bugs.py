@@ -2,14 +2,19 @@
 
 import os
 import signal
+import socket
 import threading
 
 import pytest
 
+from tests._checkpoints import save_tiny_clip_model
 from tests._videos import make_video
-from videoprism import VideoPrismVideoProcessor
+from videoprism import EmbedSettingsError, VideoDecodeError, VideoPrismVideoProcessor
+from videoprism.cli import main
 from videoprism.collection.clips import ClipSettings
 from videoprism.collection.decode_pool import DecodePool
+from videoprism.store import open_store
+from videoprism.video_io import read_video
 
 # A hang guard only: far above the few seconds these runs take.
 HANG_S = 300
@@ -18,6 +23,11 @@ HANG_S = 300
 def _settings(size: int = 288) -> ClipSettings:
     processor = VideoPrismVideoProcessor(num_frames=8, size=size).to_dict()
     return ClipSettings(processor=processor, num_frames=8, window=0.5, stride=None)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny_clip_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +77,60 @@ def test_killed_worker_fails_only_its_video(pool_videos, kill_after_clips):
     for event in failed.values():
         assert "decoding process died" in event[2] and "SIGKILL" in event[2]
     assert all(outcomes[idx][0] == "done" for idx in outcomes if idx != victim)
+
+
+# -- a stalled HTTP source ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stalling_server(tmp_path):
+    """An HTTP server on 127.0.0.1 that answers with headers and the first 2 KB of a video, then sends nothing."""
+    data = make_video(tmp_path / "remote.mp4", num_frames=60, size=(64, 48)).read_bytes()
+    server = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len(data)}\r\n\r\n"
+            conn.sendall(head.encode() + data[:2048])
+            release.wait()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/remote.mp4"
+    release.set()
+    server.close()
+
+
+def test_stalled_url_times_out_with_a_clear_error(stalling_server):
+    with pytest.raises(VideoDecodeError) as info:
+        read_video(stalling_server, num_frames=4, timeout=0.5)
+    message = str(info.value)
+    assert stalling_server in message and "0.5 s" in message and "network timeout" in message
+
+
+def test_timeout_must_be_positive():
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        read_video("x.mp4", timeout=0)
+    with pytest.raises(EmbedSettingsError, match="network_timeout"):
+        ClipSettings({}, 4, None, None, network_timeout=-1)
+
+
+def test_stalled_url_fails_that_video_of_an_embed(stalling_server, tmp_path, tiny_model, capsys):
+    local = make_video(tmp_path / "local.mp4", num_frames=16, size=(64, 48))
+    code = main(
+        ["embed", str(local), stalling_server, "--out", str(tmp_path / "store"), "--model", str(tiny_model),
+         "--workers", "0", "--network-timeout", "0.5", "--quiet"]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert stalling_server in err and "network timeout" in err
+    assert len(open_store(tmp_path / "store")) == 1

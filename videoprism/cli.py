@@ -12,6 +12,7 @@ import threading
 from . import errors
 from .collection.embedder import DTYPES
 from .errors import UsageError
+from .video_io import URL_TIMEOUT_S
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some videos failed; the others were processed
@@ -126,6 +127,7 @@ def _cmd_embed(args) -> int:
         frames=args.frames,
         retry_failed=args.retry_failed,
         progress=False if args.quiet else "auto",
+        network_timeout=args.network_timeout,
     )
     try:
         if args.engine == "ray":
@@ -240,6 +242,7 @@ def _cmd_classify(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         num_frames=args.num_frames,
+        network_timeout=args.network_timeout,
     )
     ok = [r for r in results if r.error is None]
     if args.json:
@@ -308,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="decoding processes (0: decode in a thread; default: one per spare core, at most 8)",
         )
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
+        p.add_argument(
+            "--network-timeout",
+            type=_positive(float),
+            default=URL_TIMEOUT_S,
+            metavar="SECONDS",
+            help=f"seconds a URL input may stall before it fails (default: {URL_TIMEOUT_S:g})",
+        )
 
     from .collection import DEFAULT_MODEL
 

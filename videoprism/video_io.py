@@ -128,6 +128,7 @@ def read_video(
     start_time: float | None = None,
     end_time: float | None = None,
     backend: Backend = "auto",
+    timeout: float = URL_TIMEOUT_S,
 ) -> DecodedVideo:
     """Decode a video into RGB frames, optionally sampling ``num_frames`` of them uniformly.
 
@@ -138,6 +139,8 @@ def read_video(
         end_time: End of the window in seconds; frames before it are included. Times past the end are clipped.
         backend: ``"pyav"``, ``"torchcodec"`` (raises ImportError when it cannot decode) or ``"auto"`` (torchcodec
             when it works, otherwise PyAV).
+        timeout: Seconds an ``http(s)://`` source may take to connect, and to send each piece of data; a server
+            that stalls longer fails with a `VideoDecodeError` naming the URL and the timeout.
 
     Returns:
         The decoded frames and their indices, timestamps and stream metadata.
@@ -150,7 +153,9 @@ def read_video(
     from ._video_reader import Reader, open_source, resolve_source, torchcodec_unavailable_reason
 
     _check_args(num_frames, start_time, end_time, backend)
-    src = resolve_source(source)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    src = resolve_source(source, timeout)
     use_torchcodec = False
     if backend == "torchcodec":
         reason = torchcodec_unavailable_reason()
@@ -201,7 +206,9 @@ def window_bounds(duration: float, window: float, stride: float | None = None, f
     return bounds
 
 
-def read_window(source: VideoSource, num_frames: int, start: float, end: float, duration: float) -> DecodedVideo:
+def read_window(
+    source: VideoSource, num_frames: int, start: float, end: float, duration: float, timeout: float = URL_TIMEOUT_S
+) -> DecodedVideo:
     """``num_frames`` frames sampled uniformly over the window ``[start, end)`` seconds of a video.
 
     A window holding no frame (a gap in a variable frame rate stream) is widened until it holds some: the nearest
@@ -213,6 +220,7 @@ def read_window(source: VideoSource, num_frames: int, start: float, end: float, 
         start: Window start in seconds.
         end: Window end in seconds.
         duration: The video's duration in seconds (the widening stops there).
+        timeout: As for `read_video`.
 
     Raises:
         VideoDecodeError: The video cannot be decoded.
@@ -220,13 +228,13 @@ def read_window(source: VideoSource, num_frames: int, start: float, end: float, 
     lo, hi = start, end
     for _ in range(8):
         try:
-            return read_video(source, num_frames=num_frames, start_time=lo, end_time=hi)
+            return read_video(source, num_frames=num_frames, start_time=lo, end_time=hi, timeout=timeout)
         except VideoDecodeError:
             raise
         except ValueError:  # no frame in [lo, hi): take the nearest frames around it instead
             pad = max(hi - lo, 1e-3)
             lo, hi = max(0.0, lo - pad), min(duration, hi + pad) if duration > 0 else hi + pad
-    return read_video(source, num_frames=num_frames)
+    return read_video(source, num_frames=num_frames, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------------------------

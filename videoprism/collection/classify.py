@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import EmbedSettingsError, NoVideosFoundError
+from ..video_io import URL_TIMEOUT_S
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
 from .embedder import DEFAULT_MODEL, load_video_embedder
@@ -56,6 +57,7 @@ def classify_video_files(
     num_frames: int | None = None,
     temperature: float = 0.01,
     progress: bool | str = False,
+    network_timeout: float = URL_TIMEOUT_S,
 ) -> list[Classification]:
     """Zero-shot classifies video files over ``labels``: softmax of cosine similarity / temperature.
 
@@ -75,6 +77,7 @@ def classify_video_files(
         num_frames: Frames per clip; default: the model's video processor's.
         temperature: Softmax temperature (the original demo's 0.01).
         progress: As in `embed_videos`.
+        network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
 
     Returns:
         One `Classification` per video, in input order.
@@ -119,7 +122,7 @@ def classify_video_files(
             results[idx].labels = [(labels[j], float(row[j])) for j in order]
         pending.clear()
 
-    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None)
+    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None, network_timeout)
     bar = Progress(len(paths), progress, 10.0, name="classify")
     done = failed = 0
     try:

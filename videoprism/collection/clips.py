@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VideoDecodeError
-from ..video_io import DecodedVideo, read_video, read_window, window_bounds
+from ..errors import EmbedSettingsError, VideoDecodeError
+from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_window, window_bounds
 
 __all__ = ["ClipSettings", "clip_pixels", "error_text", "video_clips"]
 
@@ -29,6 +29,12 @@ class ClipSettings:
     num_frames: int
     window: float | None
     stride: float | None
+    network_timeout: float = URL_TIMEOUT_S  # seconds a URL may stall (see `read_video`)
+
+    def __post_init__(self) -> None:
+        t = self.network_timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
+            raise EmbedSettingsError(f"network_timeout must be a positive number of seconds, got {t!r}")
 
 
 def error_text(err: BaseException) -> str:
@@ -56,11 +62,17 @@ def _meta(video: DecodedVideo, kind: str, start: float | None, end: float | None
 def video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time."""
     if settings.window is None:
-        video = read_video(path, num_frames=settings.num_frames)
+        video = read_video(path, num_frames=settings.num_frames, timeout=settings.network_timeout)
         yield _meta(video, "clip", None, None, 1), clip_pixels(processor, video)
         return
-    first = read_video(path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window)
+    first = read_video(
+        path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window, timeout=settings.network_timeout
+    )
     bounds = window_bounds(first.duration, settings.window, settings.stride, first.fps)
     for i, (start, end) in enumerate(bounds):
-        video = first if i == 0 else read_window(path, settings.num_frames, start, end, first.duration)
+        video = (
+            first
+            if i == 0
+            else read_window(path, settings.num_frames, start, end, first.duration, settings.network_timeout)
+        )
         yield _meta(video, "window", start, end, len(bounds) + 1), clip_pixels(processor, video)

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
+from ..video_io import URL_TIMEOUT_S
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
 from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder, model_id_for
@@ -60,6 +61,7 @@ def embed_videos(
     progress: bool | str = "auto",
     progress_interval: float = 10.0,
     queue_size: int | None = None,
+    network_timeout: float = URL_TIMEOUT_S,
 ) -> EmbedSummary:
     """Embeds videos into a store (created if needed), skipping those it already holds.
 
@@ -89,6 +91,7 @@ def embed_videos(
         progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
         progress_interval: Seconds between progress lines.
         queue_size: Pre-processed clips that may wait for the model (default ``2 * batch_size``).
+        network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
 
     Returns:
         An `EmbedSummary`.
@@ -131,7 +134,7 @@ def embed_videos(
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride)
+            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride, network_timeout)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
                  progress_interval)  # fmt: skip
         if compact:

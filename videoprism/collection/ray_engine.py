@@ -56,6 +56,7 @@ import numpy as np
 
 from ..errors import EmbedSettingsError, RayNotInstalledError
 from ..store import MANIFEST_NAME, EmbeddingStore
+from ..video_io import URL_TIMEOUT_S
 from .clips import ClipSettings
 from .decode_pool import POLL_S, decoding_worker_process, one_thread_children
 from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, model_id_for, resolve_dtype
@@ -332,6 +333,7 @@ def embed_videos_ray(
     compact: bool = True,
     progress: bool | str = "auto",
     progress_interval: float = 10.0,
+    network_timeout: float = URL_TIMEOUT_S,
 ) -> EmbedSummary:
     """Embeds videos into a store on a Ray cluster, skipping those it already holds; like `embed_videos`.
 
@@ -362,6 +364,7 @@ def embed_videos_ray(
         compact: Compact the store at the end (one shard, one metadata file).
         progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
         progress_interval: Seconds between progress lines.
+        network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
 
     Returns:
         An `EmbedSummary`; ``seconds`` covers the Ray pipeline (actor start-up and model loading included).
@@ -400,7 +403,7 @@ def embed_videos_ray(
         if failures:
             lazy.write_failures(failures)
         if keys:
-            settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride)
+            settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride, network_timeout)
             actor_args = {"model": model_id, "device": device, "dtype": dtype, "num_frames": num_frames,
                           "frames": frames, "cpu_threads": max(1, round(num_cpus))}  # fmt: skip
             _run(ray, address, lazy, keys, settings, actor_args, summary, batch_size, num_gpus_per_worker, num_cpus,
