@@ -1,11 +1,18 @@
 """Regression tests of failures that used to hang, print invalid numbers or blame the wrong thing."""
 
+import json
 import os
+import shutil
 import signal
 import socket
 import threading
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from tests._checkpoints import save_tiny_clip_model
 from tests._videos import make_video
@@ -13,7 +20,7 @@ from videoprism import EmbedSettingsError, VideoDecodeError, VideoPrismVideoProc
 from videoprism.cli import main
 from videoprism.collection.clips import ClipSettings
 from videoprism.collection.decode_pool import DecodePool
-from videoprism.store import open_store
+from videoprism.store import EmbeddingStore, open_store
 from videoprism.video_io import read_video
 
 # A hang guard only: far above the few seconds these runs take.
@@ -25,9 +32,12 @@ def _settings(size: int = 288) -> ClipSettings:
     return ClipSettings(processor=processor, num_frames=8, window=0.5, stride=None)
 
 
+SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return save_tiny_clip_model(tmp_path_factory.mktemp("model"))
+    return save_tiny_clip_model(tmp_path_factory.mktemp("model"), SPM)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +144,75 @@ def test_stalled_url_fails_that_video_of_an_embed(stalling_server, tmp_path, tin
     err = capsys.readouterr().err
     assert stalling_server in err and "network timeout" in err
     assert len(open_store(tmp_path / "store")) == 1
+
+
+# -- NaN and infinite numbers --------------------------------------------------------------------------------------
+
+
+def _strict_json(text: str):
+    def refuse(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_damaged_rows_are_left_out_of_search_with_a_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "store"
+    rec = {"size": 1, "mtime_ns": 1, "kind": "clip", "start": None, "end": None, "frame_indices": [0],
+           "duration": 1.0, "num_frames_total": 1}  # fmt: skip
+    with EmbeddingStore.open(root, model_id="m", dim=8) as st:
+        st.write_batch([{**rec, "path": f"/v/a{i}.mp4"} for i in range(4)], rng.normal(size=(4, 8)))
+        st.write_batch([{**rec, "path": f"/v/b{i}.mp4"} for i in range(4)], rng.normal(size=(4, 8)))
+    reader = open_store(root)
+    shards = sorted({s for s in reader.metadata["shard"].to_pylist()})
+    query = np.asarray(reader.embeddings[1], np.float32)  # the best match, before the damage
+    for shard, row, value in ((shards[0], 1, np.nan), (shards[1], 2, np.inf)):
+        arr = np.load(root / shard, mmap_mode="r+")
+        arr[row, 3] = value
+        arr.flush()
+        del arr
+    with pytest.warns(RuntimeWarning) as caught:
+        hits = open_store(root).search(query, k=8)
+    assert len(hits) == 6 and all(np.isfinite(h.score) for h in hits)
+    assert {h.metadata["path"] for h in hits} == {f"/v/{c}{i}.mp4" for c in "ab" for i in range(4)} - {
+        "/v/a1.mp4",
+        "/v/b2.mp4",
+    }
+    message = str(caught[0].message)
+    assert f"{shards[0]} rows 1" in message and f"{shards[1]} rows 2" in message and "NaN or infinite" in message
+
+
+def test_search_json_never_prints_nan(tmp_path, tiny_model, capsys):
+    videos = [make_video(tmp_path / f"v{i}.mp4", num_frames=8 + 4 * i, size=(64, 48)) for i in range(3)]
+    store = tmp_path / "store"
+    assert main(["embed", *map(str, videos), "--out", str(store), "--model", str(tiny_model), "--workers", "0",
+                 "--quiet"]) == 0  # fmt: skip
+    shard = open_store(store).metadata["shard"][0].as_py()
+    arr = np.load(store / shard, mmap_mode="r+")
+    arr[0, :] = np.nan
+    arr.flush()
+    del arr
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["search", str(store), "--video", str(videos[0]), "--json", "--model", str(tiny_model)])
+    assert code == 0
+    rows = _strict_json(capsys.readouterr().out)
+    assert len(rows) == 2 and all(-1.01 <= r["score"] <= 1.01 for r in rows)
+    assert any(shard in str(w.message) for w in caught)
+
+
+def test_nan_weights_fail_classify_naming_the_checkpoint(tmp_path, tiny_model, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    weights = load_file(broken / "model.safetensors")
+    name = next(k for k in weights if "vision" in k and k.endswith("weight") and weights[k].ndim == 2)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    video = make_video(tmp_path / "v.mp4", num_frames=8, size=(64, 48))
+    code = main(["classify", str(video), "--labels", "cat,dog", "--model", str(broken), "--workers", "0", "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert str(broken) in captured.err and "NaN or infinite" in captured.err
+    assert captured.out == ""

@@ -68,14 +68,14 @@ def _cmd_info(args) -> int:
 
     info = describe(args.source, config=_config_arg(args.config), revision=args.revision)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, allow_nan=False))
         return EXIT_OK
     print(f"source:      {info['source']}")
     print(f"resolved:    {info['resolved']}")
     print(f"model class: {info['model_class']}")
     print(f"parameters:  {info['num_parameters']:,} in {info['num_tensors']} tensors")
     print("config:")
-    print(json.dumps(info["config"], indent=2, sort_keys=True))
+    print(json.dumps(info["config"], indent=2, sort_keys=True, allow_nan=False))
     return EXIT_OK
 
 
@@ -196,7 +196,7 @@ def _cmd_search(args) -> int:
         rows.append({"rank": i, "score": hit.score, "path": meta["path"], "start": seconds(meta["start"]),
                      "end": seconds(meta["end"])})  # fmt: skip
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, allow_nan=False))
         return EXIT_OK
     print(f"{'rank':>4}  {'score':>7}  {'window':<16}  path")
     for row, hit in zip(rows, hits, strict=True):
@@ -246,7 +246,7 @@ def _cmd_classify(args) -> int:
     )
     ok = [r for r in results if r.error is None]
     if args.json:
-        print(json.dumps([r.to_dict() for r in ok], indent=2))
+        print(json.dumps([r.to_dict() for r in ok], indent=2, allow_nan=False))
     else:
         for r in ok:
             print(r.video)

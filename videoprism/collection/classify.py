@@ -18,7 +18,7 @@ from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..video_io import URL_TIMEOUT_S
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
-from .embedder import DEFAULT_MODEL, load_video_embedder
+from .embedder import DEFAULT_MODEL, load_video_embedder, require_finite
 from .inputs import expand_inputs
 from .progress import Progress
 
@@ -108,6 +108,7 @@ def classify_video_files(
         )
     tokenizer = VideoPrismTokenizer.from_pretrained(source)
     classifier = build_zero_shot_classifier(embedder.model, tokenizer, labels, templates)
+    require_finite(classifier, source, "label embeddings")
 
     results = [Classification(path) for path in paths]
     pending: list[tuple[int, np.ndarray]] = []
@@ -116,6 +117,7 @@ def classify_video_files(
         if not pending:
             return
         embeds, _ = embedder(torch.from_numpy(np.stack([p for _, p in pending])))
+        require_finite(embeds, source, "video embeddings")
         probs = zero_shot_logits(torch.from_numpy(embeds), classifier.cpu(), temperature).softmax(dim=-1).numpy()
         for (idx, _), row in zip(pending, probs, strict=True):
             order = np.argsort(-row, kind="stable")

@@ -25,7 +25,14 @@ from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
-from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder, model_id_for
+from .embedder import (
+    DEFAULT_MODEL,
+    VideoEmbedder,
+    load_processor,
+    load_video_embedder,
+    model_id_for,
+    require_finite,
+)
 from .pipeline import (
     EmbedSummary,
     VideoKey,
@@ -136,7 +143,7 @@ def embed_videos(
                 )
             settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride, network_timeout)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
-                 progress_interval)  # fmt: skip
+                 progress_interval, model)  # fmt: skip
         if compact:
             writer.compact()
     return summary
@@ -154,6 +161,7 @@ def _run(
     queue_size: int | None,
     progress: bool | str,
     progress_interval: float,
+    model: str | os.PathLike[str],
 ) -> None:
     """The decode -> embed -> write loop of `embed_videos`."""
     windowed = settings.window is not None
@@ -167,6 +175,7 @@ def _run(
         if pending:
             pixels = torch.from_numpy(np.stack([p for _, _, p in pending]))
             embeds, frame_embeds = embedder(pixels, frames=frames)
+            require_finite(embeds, model, "video embeddings")
             records = [store_record(keys[idx], meta) for idx, meta, _ in pending]
             pooled_records, pooled = [], []
             for (idx, meta, _), emb in zip(pending, embeds, strict=True):
