@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from tests._checkpoints import save_tiny_clip_model
 from tests._videos import make_video
-from videoprism import EmbedSettingsError, VideoDecodeError, VideoPrismVideoProcessor
+from videoprism import CheckpointError, EmbedSettingsError, VideoDecodeError, VideoPrismVideoProcessor
 from videoprism.cli import main
 from videoprism.collection.clips import ClipSettings
 from videoprism.collection.decode_pool import DecodePool
@@ -216,3 +216,91 @@ def test_nan_weights_fail_classify_naming_the_checkpoint(tmp_path, tiny_model, c
     assert code == 2
     assert str(broken) in captured.err and "NaN or infinite" in captured.err
     assert captured.out == ""
+
+
+# -- sizes from configs and flags ----------------------------------------------------------------------------------
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        target = data
+        *parents, last = key.split("__")
+        for name in parents:
+            target = target[name]
+        target[last] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"text_config__max_position_embeddings": 10**9}, "max_position_embeddings"),
+        ({"vision_config__num_spatial_layers": 10**7}, "num_spatial_layers"),
+        ({"vision_config__num_spatial_layers": 2}, "num_spatial_layers is 2, but the checkpoint's tensors hold 1"),
+        ({"text_config__max_position_embeddings": 128}, "max_position_embeddings is 128"),
+        ({"vision_config__num_frames": 9}, "num_frames is 9"),
+    ],
+)
+def test_config_sizes_are_refused_before_the_model_is_built(tmp_path, tiny_model, monkeypatch, change, field):
+    from videoprism import VideoPrismClipModel, modeling
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    _edit_json(broken / "config.json", **change)
+
+    def no_layers(*args, **kwargs):
+        raise AssertionError("a layer was built before the config was checked")
+
+    monkeypatch.setattr(modeling.VideoPrismLayer, "__init__", no_layers)
+    with pytest.raises(CheckpointError, match=field) as info:
+        VideoPrismClipModel.from_pretrained(broken)
+    assert str(broken) in str(info.value)
+
+
+def _embed(videos, store, model, *extra) -> int:
+    return main(["embed", *map(str, videos), "--out", str(store), "--model", str(model), "--workers", "0", "--quiet",
+                 *extra])  # fmt: skip
+
+
+def test_huge_num_frames_aborts_before_the_store_is_touched(tmp_path, tiny_model, capsys):
+    video = make_video(tmp_path / "v.mp4", num_frames=8, size=(64, 48))
+    assert _embed([video], tmp_path / "store", tiny_model, "--num-frames", "1000000") == 2
+    err = capsys.readouterr().err
+    assert "1000000 frames" in err and "--num-frames" in err and "--max-clip-mb" in err
+    assert not (tmp_path / "store").exists()
+    assert _embed([video], tmp_path / "store", tiny_model, "--num-frames", "4") == 0
+    assert len(open_store(tmp_path / "store")) == 1
+
+
+def test_huge_processor_size_is_refused_naming_the_file(tmp_path, tiny_model, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    _edit_json(broken / "video_preprocessor_config.json", size={"height": 100000, "width": 100000})
+    video = make_video(tmp_path / "v.mp4", num_frames=8, size=(64, 48))
+    assert _embed([video], tmp_path / "store", broken) == 2
+    err = capsys.readouterr().err
+    assert "video_preprocessor_config.json" in err and "100000x100000" in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_out_of_memory_aborts_the_run_and_records_nothing(tmp_path, tiny_model, monkeypatch, capsys):
+    from videoprism.collection import decode_pool
+
+    videos = [make_video(tmp_path / f"v{i}.mp4", num_frames=8 + 4 * i, size=(64, 48)) for i in range(2)]
+    real = decode_pool.video_clips
+
+    def exhausted(path, processor, settings):
+        if path.endswith("v1.mp4"):
+            raise MemoryError("cannot allocate 40 GiB")
+        return real(path, processor, settings)
+
+    monkeypatch.setattr(decode_pool, "video_clips", exhausted)
+    store = tmp_path / "store"
+    assert _embed(videos, store, tiny_model) == 2
+    err = capsys.readouterr().err
+    assert "v1.mp4" in err and "MemoryError" in err and "without recording this video" in err
+    assert open_store(store).failures.num_rows == 0
+    monkeypatch.setattr(decode_pool, "video_clips", real)
+    assert _embed(videos, store, tiny_model) == 0
+    assert sorted(Path(p).name for p in open_store(store).metadata["path"].to_pylist()) == ["v0.mp4", "v1.mp4"]

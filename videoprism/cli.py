@@ -10,6 +10,7 @@ import sys
 import threading
 
 from . import errors
+from .collection.clips import MAX_CLIP_BYTES
 from .collection.embedder import DTYPES
 from .errors import UsageError
 from .video_io import URL_TIMEOUT_S
@@ -128,6 +129,7 @@ def _cmd_embed(args) -> int:
         retry_failed=args.retry_failed,
         progress=False if args.quiet else "auto",
         network_timeout=args.network_timeout,
+        max_clip_bytes=int(args.max_clip_mb * 2**20),
     )
     try:
         if args.engine == "ray":
@@ -243,6 +245,7 @@ def _cmd_classify(args) -> int:
         workers=args.workers,
         num_frames=args.num_frames,
         network_timeout=args.network_timeout,
+        max_clip_bytes=int(args.max_clip_mb * 2**20),
     )
     ok = [r for r in results if r.error is None]
     if args.json:
@@ -317,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=URL_TIMEOUT_S,
             metavar="SECONDS",
             help=f"seconds a URL input may stall before it fails (default: {URL_TIMEOUT_S:g})",
+        )
+        p.add_argument(
+            "--max-clip-mb",
+            type=_positive(float),
+            default=MAX_CLIP_BYTES / 2**20,
+            metavar="MIB",
+            help=f"refuse settings whose clips take more memory (default: {MAX_CLIP_BYTES / 2**20:g})",
         )
 
     from .collection import DEFAULT_MODEL

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..video_io import URL_TIMEOUT_S
-from .clips import ClipSettings
+from .clips import MAX_CLIP_BYTES, ClipSettings
 from .decode_pool import DecodePool, default_workers
 from .embedder import DEFAULT_MODEL, load_video_embedder, require_finite
 from .inputs import expand_inputs
@@ -58,6 +58,7 @@ def classify_video_files(
     temperature: float = 0.01,
     progress: bool | str = False,
     network_timeout: float = URL_TIMEOUT_S,
+    max_clip_bytes: int = MAX_CLIP_BYTES,
 ) -> list[Classification]:
     """Zero-shot classifies video files over ``labels``: softmax of cosine similarity / temperature.
 
@@ -78,6 +79,7 @@ def classify_video_files(
         temperature: Softmax temperature (the original demo's 0.01).
         progress: As in `embed_videos`.
         network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
+        max_clip_bytes: Refuse settings (``num_frames`` x frame size) whose clips take more bytes than this.
 
     Returns:
         One `Classification` per video, in input order.
@@ -124,7 +126,7 @@ def classify_video_files(
             results[idx].labels = [(labels[j], float(row[j])) for j in order]
         pending.clear()
 
-    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None, network_timeout)
+    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None, network_timeout, max_clip_bytes)
     bar = Progress(len(paths), progress, 10.0, name="classify")
     done = failed = 0
     try:

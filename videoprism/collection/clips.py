@@ -18,7 +18,10 @@ import numpy as np
 from ..errors import EmbedSettingsError, VideoDecodeError
 from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_window, window_bounds
 
-__all__ = ["ClipSettings", "clip_pixels", "error_text", "video_clips"]
+__all__ = ["MAX_CLIP_BYTES", "ClipSettings", "clip_pixels", "error_text", "video_clips"]
+
+#: Default bound on one clip's float32 pixels (the models' 16 x 288 x 288 clips take 16 MiB).
+MAX_CLIP_BYTES = 1 << 30
 
 
 @dataclass
@@ -30,11 +33,21 @@ class ClipSettings:
     window: float | None
     stride: float | None
     network_timeout: float = URL_TIMEOUT_S  # seconds a URL may stall (see `read_video`)
+    max_clip_bytes: int = MAX_CLIP_BYTES  # refuse settings whose clips' pixels would take more memory
 
     def __post_init__(self) -> None:
         t = self.network_timeout
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
             raise EmbedSettingsError(f"network_timeout must be a positive number of seconds, got {t!r}")
+        size = self.processor.get("size") or {}
+        height, width = int(size.get("height", 0)), int(size.get("width", 0))
+        nbytes = self.num_frames * 3 * height * width * 4  # float32 pixels of one clip
+        if nbytes > self.max_clip_bytes:
+            raise EmbedSettingsError(
+                f"clips of {self.num_frames} frames of {height}x{width} pixels take {nbytes / 2**20:,.0f} MiB each, "
+                f"over the limit of {self.max_clip_bytes / 2**20:,.0f} MiB (max_clip_bytes, --max-clip-mb): lower "
+                "--num-frames or the video processor's size, or raise the limit"
+            )
 
 
 def error_text(err: BaseException) -> str:

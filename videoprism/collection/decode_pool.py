@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..errors import DecodingWorkerError
+from ..errors import DecodingWorkerError, EmbedSettingsError
 from .clips import ClipSettings, error_text, video_clips
 
 __all__ = ["POLL_S", "DecodePool", "decoding_worker_process", "default_workers", "one_thread_children"]
@@ -78,6 +78,8 @@ def _decode_loop(get_task: Any, put: Any, settings: ClipSettings, wid: int, capt
                     outcome: tuple = ("done", wid, idx)
                 except _Stopped:
                     raise
+                except (MemoryError, EmbedSettingsError) as err:  # the settings' fault, not the video's: stop the run
+                    outcome = ("abort", wid, idx, error_text(err))
                 except Exception as err:  # noqa: BLE001 - any error of one video fails that video only
                     outcome = ("fail", wid, idx, error_text(err))
             for w in caught or ():
@@ -194,7 +196,8 @@ class DecodePool:
     """Workers decoding ``paths`` into clips; ``events()`` yields what they produce, in arrival order.
 
     Events: ``("clip", idx, meta, pixels)``, ``("done", idx)``, ``("fail", idx, error)``, ``("warn", idx, message)``.
-    Each video index gets exactly one "done" or "fail".
+    Each video index gets exactly one "done" or "fail". A video whose decoding runs out of memory (or meets invalid
+    settings) is no video's fault: ``events()`` raises `EmbedSettingsError` instead, so nothing records it failed.
 
     Each worker process has a pipe for its tasks and one for its events, and is given at most two videos at a time,
     so a worker that dies (killed, out of memory, a crash inside a decoder) fails the video it was reading, its
@@ -247,6 +250,8 @@ class DecodePool:
                 yield ("clip", idx, msg[3], msg[4])
             elif kind == "warn":
                 yield ("warn", idx, msg[3])
+            elif kind == "abort":
+                raise self._abort(idx, msg[3])
             elif kind in ("done", "fail"):
                 finished += 1
                 yield ("done", idx) if kind == "done" else ("fail", idx, msg[3])
@@ -334,10 +339,19 @@ class DecodePool:
             yield ("clip", idx, msg[3], msg[4])
         elif kind == "warn":
             yield ("warn", idx, msg[3])
+        elif kind == "abort":
+            raise self._abort(idx, msg[3])
         else:
             worker.assigned.popleft()
             worker.started = False
             yield ("done", idx) if kind == "done" else ("fail", idx, msg[3])
+
+    def _abort(self, idx: int, error: str) -> EmbedSettingsError:
+        return EmbedSettingsError(
+            f"{self.paths[idx]!r}: {error}. The run stopped without recording this video: the settings (--num-frames, "
+            "the video processor's size, --workers) ask for more memory than this machine has; lower them and run "
+            "again"
+        )
 
     def _drain(self, worker: _Worker) -> Iterator[tuple]:
         """The complete messages still in the pipe of a worker that exited."""

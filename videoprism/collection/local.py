@@ -23,7 +23,7 @@ import torch
 from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
-from .clips import ClipSettings
+from .clips import MAX_CLIP_BYTES, ClipSettings
 from .decode_pool import DecodePool, default_workers
 from .embedder import (
     DEFAULT_MODEL,
@@ -69,6 +69,7 @@ def embed_videos(
     progress_interval: float = 10.0,
     queue_size: int | None = None,
     network_timeout: float = URL_TIMEOUT_S,
+    max_clip_bytes: int = MAX_CLIP_BYTES,
 ) -> EmbedSummary:
     """Embeds videos into a store (created if needed), skipping those it already holds.
 
@@ -99,6 +100,7 @@ def embed_videos(
         progress_interval: Seconds between progress lines.
         queue_size: Pre-processed clips that may wait for the model (default ``2 * batch_size``).
         network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
+        max_clip_bytes: Refuse settings (``num_frames`` x frame size) whose clips take more bytes than this.
 
     Returns:
         An `EmbedSummary`.
@@ -121,6 +123,8 @@ def embed_videos(
     store = os.fspath(store)
     summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
     processor = load_processor(model, num_frames)
+    # Before the store is touched: settings that cannot work abort the run, never fail each video.
+    settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride, network_timeout, max_clip_bytes)
     embedder = None
     existed = (Path(store) / MANIFEST_NAME).is_file()
     if existed:
@@ -141,7 +145,6 @@ def embed_videos(
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride, network_timeout)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
                  progress_interval, model)  # fmt: skip
         if compact:
