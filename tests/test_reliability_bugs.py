@@ -304,3 +304,35 @@ def test_out_of_memory_aborts_the_run_and_records_nothing(tmp_path, tiny_model, 
     monkeypatch.setattr(decode_pool, "video_clips", real)
     assert _embed(videos, store, tiny_model) == 0
     assert sorted(Path(p).name for p in open_store(store).metadata["path"].to_pylist()) == ["v0.mp4", "v1.mp4"]
+
+
+# -- messages that blamed the wrong thing --------------------------------------------------------------------------
+
+
+def test_no_network_fails_fast_saying_the_hub_is_unreachable(monkeypatch, tmp_path):
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from videoprism import _sources
+    from videoprism._loading import load_checkpoint
+
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(_sources, "_unreachable_until", 0.0)
+    for name in _sources._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def no_retries(*args, **kwargs):
+        raise AssertionError("huggingface_hub was asked (and would retry for about 30 s)")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_retries)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_retries)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint("someorg/somemodel", cache_dir=str(tmp_path))
+    message = str(info.value)
+    assert "cannot reach the hub" in message and "HF_HUB_OFFLINE=1" in message and "local folder" in message
+    assert "found neither" not in message
