@@ -336,3 +336,106 @@ def test_no_network_fails_fast_saying_the_hub_is_unreachable(monkeypatch, tmp_pa
     message = str(info.value)
     assert "cannot reach the hub" in message and "HF_HUB_OFFLINE=1" in message and "local folder" in message
     assert "found neither" not in message
+
+
+def test_fifo_and_symlink_loop_are_named_for_what_they_are(tmp_path, tiny_model, capsys):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.mp4"
+    os.symlink(loop, loop)
+    broken = tmp_path / "broken.mp4"
+    os.symlink(tmp_path / "gone.mp4", broken)
+    with pytest.raises(VideoDecodeError, match="FIFO"):
+        read_video(fifo)  # refused before it is opened: opening a FIFO would wait for a writer
+    with pytest.raises(VideoDecodeError, match="symbolic link loop"):
+        read_video(loop)
+    with pytest.raises(VideoDecodeError, match="broken symbolic link"):
+        read_video(broken)
+    for path, what in ((fifo, "FIFO"), (loop, "symbolic link loop")):
+        assert _embed([path], tmp_path / "store", tiny_model) == 2
+        err = capsys.readouterr().err
+        assert what in err and "no such file" not in err and "empty file" not in err
+
+
+def test_losers_of_a_store_creation_race_are_told_it_is_locked(tmp_path):
+    import fcntl
+
+    from videoprism import StoreCorruptedError, StoreLockedError
+    from videoprism.store.format import LOCK_NAME, META_DIR, SHARDS_DIR
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / SHARDS_DIR).mkdir()
+    (root / META_DIR).mkdir()  # the winner made its folders and holds the lock until its manifest is written
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(StoreLockedError, match="another process is writing"):
+            EmbeddingStore.open(root, model_id="m", dim=8)
+    finally:
+        os.close(fd)
+    with pytest.raises(StoreCorruptedError):  # nobody holds the lock and no manifest came: the store is incomplete
+        EmbeddingStore.open(root, model_id="m", dim=8)
+
+
+def test_garbage_shard_is_called_an_invalid_npy_file(tmp_path):
+    from videoprism import StoreCorruptedError
+
+    root = tmp_path / "store"
+    rec = {"path": "/v/a.mp4", "size": 1, "mtime_ns": 1, "kind": "clip", "start": None, "end": None,
+           "frame_indices": [0], "duration": 1.0, "num_frames_total": 1}  # fmt: skip
+    with EmbeddingStore.open(root, model_id="m", dim=8) as st:
+        st.write_batch([rec], np.ones((1, 8)))
+    shard = open_store(root).metadata["shard"][0].as_py()
+    (root / shard).write_bytes(b"this is not an array" * 10)
+    with pytest.raises(StoreCorruptedError) as info:
+        open_store(root)
+    message = str(info.value)
+    assert "not a valid .npy file" in message and shard in message and "allow_pickle" not in message
+
+
+def _store_with_clips(tmp_path, tiny_model) -> tuple[Path, Path]:
+    video = make_video(tmp_path / "v.mp4", num_frames=8, size=(64, 48))
+    store = tmp_path / "store"
+    assert _embed([video], store, tiny_model) == 0
+    return store, video
+
+
+def test_a_model_of_another_width_is_refused_before_it_is_loaded(tmp_path, tiny_model, monkeypatch, capsys):
+    from videoprism.collection import search
+
+    store, video = _store_with_clips(tmp_path, tiny_model)
+    wider = tmp_path / "wider"
+    shutil.copytree(tiny_model, wider)
+    _edit_json(wider / "config.json", vision_config__hidden_size=64, text_config__hidden_size=64)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(search, "load_video_embedder", no_loading)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="compares embeddings of two models"):
+        assert main(["search", str(store), "--video", str(video), "--model", str(wider)]) == 2
+    err = capsys.readouterr().err
+    assert "32-d embeddings" in err and "64-d" in err and str(wider) in err
+
+
+def test_a_moved_model_folder_gets_a_hint_to_pass_model(tmp_path, capsys):
+    model = save_tiny_clip_model(tmp_path / "model", SPM)
+    store, video = _store_with_clips(tmp_path, model)
+    model.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["search", str(store), "--video", str(video)]) == 2
+    err = capsys.readouterr().err
+    assert str(model) in err and "no longer exists" in err and "--model" in err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the moved model is the same model: no warning about mixing two
+        assert main(["search", str(store), "--video", str(video), "--model", str(tmp_path / "moved")]) == 0
+
+
+def test_search_for_a_kind_the_store_lacks_says_what_it_holds(tmp_path, tiny_model, capsys):
+    store, video = _store_with_clips(tmp_path, tiny_model)
+    capsys.readouterr()
+    assert main(["search", str(store), "--video", str(video), "--kind", "video"]) == 2
+    err = capsys.readouterr().err
+    assert "has no video rows" in err and "1 clip" in err and "--window" in err

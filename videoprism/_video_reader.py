@@ -25,7 +25,7 @@ import numpy as np
 
 from ._video_rotation import apply_transform, display_matrix, display_transform
 from .errors import VideoDecodeError
-from .video_io import URL_RE, URL_TIMEOUT_S, DecodedVideo, VideoSource, sample_frame_indices
+from .video_io import URL_RE, URL_TIMEOUT_S, DecodedVideo, VideoSource, not_a_file_reason, sample_frame_indices
 
 # Debug messages (torchcodec falling back to PyAV) go to the public module's logger, which users configure.
 logger = logging.getLogger("videoprism.video_io")
@@ -79,8 +79,8 @@ def resolve_source(source: VideoSource, timeout: float = URL_TIMEOUT_S) -> Sourc
         if match.group(1).lower() not in ("http", "https"):
             raise VideoDecodeError(f"{path}: unsupported URL scheme {match.group(1)!r} (only http and https)")
         return Source(path, url=path, timeout=timeout)
-    if not os.path.exists(path):
-        raise VideoDecodeError(f"{path}: no such file")
+    if (reason := not_a_file_reason(path)) is not None:
+        raise VideoDecodeError(f"{path}: {reason}")
     if os.path.isdir(path):
         raise VideoDecodeError(f"{path}: is a directory, not a video file")
     if os.path.getsize(path) == 0:

@@ -28,9 +28,11 @@ Notes:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import re
+import stat
 import sys
 from typing import IO, Literal
 
@@ -42,6 +44,7 @@ __all__ = [
     "DecodedVideo",
     "VideoDecodeError",
     "is_url",
+    "not_a_file_reason",
     "read_video",
     "read_window",
     "sample_frame_indices",
@@ -60,6 +63,30 @@ URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 def is_url(text: str) -> bool:
     """Whether ``text`` is a URL (``scheme://...``) rather than a file path."""
     return bool(URL_RE.match(text))
+
+
+def not_a_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is neither a regular file nor a folder, in words ("no such file", "a FIFO (named pipe)", "a
+    symbolic link loop", ...); None when it is one of them."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop (the link points, through other links, back to itself)"
+        if os.path.islink(path):
+            return f"a broken symbolic link (to {os.readlink(path)!r}, which does not exist)"
+        if err.errno == errno.ENOENT:
+            return "no such file"
+        return f"unreadable ({err.strerror})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a video file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a video file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a video file"
+    return "not a regular file"
 
 
 @dataclasses.dataclass(eq=False)

@@ -13,20 +13,63 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import EmbedSettingsError
+from ..errors import EmbedSettingsError, SourceNotFoundError, StoreMismatchError
 from ..store import SearchHit, StoreReader, open_store
 from ..video_io import read_video
 from .clips import clip_pixels
 from .embedder import DEFAULT_MODEL, VideoEmbedder, load_video_embedder, model_id_for
 
-__all__ = ["embed_text", "search_text", "search_video"]
+__all__ = ["embed_text", "model_width", "search_text", "search_video"]
+
+
+def model_width(source: str | os.PathLike[str]) -> int | None:
+    """The embedding width of a model source, read from its config (or a safetensors header) without loading its
+    weights; None when that cannot be told without downloading or loading them."""
+    import json
+
+    from ..configuration import PRESETS, VideoPrismConfig, load_config_dict
+
+    text = os.fspath(source)
+    path = os.path.expanduser(text)
+    config = None
+    try:
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+            with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+                config = load_config_dict(json.load(f))
+        elif os.path.isfile(path) and os.path.isfile(os.path.join(os.path.dirname(path), "config.json")):
+            with open(os.path.join(os.path.dirname(path), "config.json"), encoding="utf-8") as f:
+                config = load_config_dict(json.load(f))
+        elif os.path.isfile(path) and path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, "pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    if key.endswith("patch_embeddings.projection.bias"):
+                        return int(f.get_slice(key).get_shape()[0])
+            return None
+        elif (preset := next((p for p in PRESETS.values() if text in (p.name, p.repo_id)), None)) is not None:
+            config = preset.config()
+    except (OSError, ValueError, TypeError):
+        return None  # unreadable here: loading the model reports it
+    if config is None:
+        return None
+    return int((config.vision_config if isinstance(config, VideoPrismConfig) else config).hidden_size)
 
 
 def _query_model(reader: StoreReader, model: str | os.PathLike[str] | None) -> str:
-    """The model to embed queries with: ``model``, else the store's; warns when they differ."""
+    """The model to embed queries with: ``model``, else the store's; warns when they differ. Refuses, before any
+    weights are loaded, a model whose embedding width differs from the store's, and a store model that is gone."""
     if model is None:
-        return reader.model_id
-    if model_id_for(model) != reader.model_id:
+        recorded = reader.model_id
+        if os.path.isabs(recorded) and not os.path.exists(recorded):
+            raise SourceNotFoundError(
+                f"store {reader.path} was embedded with the model at {recorded}, which no longer exists (moved or "
+                "deleted?); pass its new location with --model (model= in Python)"
+            )
+        _check_width(reader, recorded)
+        return recorded
+    recorded_gone = os.path.isabs(reader.model_id) and not os.path.exists(reader.model_id)  # moved: no warning
+    if model_id_for(model) != reader.model_id and not recorded_gone:
         import warnings
 
         warnings.warn(
@@ -34,7 +77,17 @@ def _query_model(reader: StoreReader, model: str | os.PathLike[str] | None) -> s
             "compares embeddings of two models, which is only meaningful if they share an embedding space",
             stacklevel=3,
         )
+    _check_width(reader, model)
     return os.fspath(model)
+
+
+def _check_width(reader: StoreReader, model: str | os.PathLike[str]) -> None:
+    width = model_width(model)
+    if width is not None and width != reader.dim:
+        raise StoreMismatchError(
+            f"store {reader.path} holds {reader.dim}-d embeddings, but model {os.fspath(model)} gives {width}-d ones; "
+            f"query it with the model it was embedded with ({reader.model_id})"
+        )
 
 
 def _store_num_frames(reader: StoreReader) -> int | None:

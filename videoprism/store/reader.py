@@ -52,14 +52,20 @@ def open_store(path: str | os.PathLike[str], *, lance_dir: str | os.PathLike[str
     raise AssertionError("unreachable")
 
 
-def _kind_mask(metadata: pa.Table, kind: str | Sequence[str] | None) -> np.ndarray | None:
+def _kind_mask(metadata: pa.Table, kind: str | Sequence[str] | None, store: str = "the store") -> np.ndarray | None:
     if kind is None:
         return None
     kinds = [kind] if isinstance(kind, str) else list(kind)
     bad = [x for x in kinds if x not in KINDS]
     if bad:
         raise ValueError(f"unknown kind {bad}; expected some of {list(KINDS)}")
-    return pc.is_in(metadata["kind"], value_set=pa.array(kinds, pa.string())).to_numpy(zero_copy_only=False)
+    mask = pc.is_in(metadata["kind"], value_set=pa.array(kinds, pa.string())).to_numpy(zero_copy_only=False)
+    if metadata.num_rows and not mask.any():
+        counts = pc.value_counts(metadata["kind"]).to_pylist()
+        holds = ", ".join(f"{c['counts']} {c['values']}" for c in sorted(counts, key=lambda c: str(c["values"])))
+        hint = " (window and video rows come from embedding with --window)" if {"window", "video"} & set(kinds) else ""
+        raise EmptyStoreError(f"{store} has no {' or '.join(kinds)} rows; it holds {holds} rows{hint}")
+    return mask
 
 
 class StoreReader:
@@ -111,16 +117,17 @@ class StoreReader:
         pin = len(extent) <= MAX_OPEN_SHARDS
         for name, needed in extent.items():
             try:
+                # The header first: np.load takes a file without the .npy magic for a pickle and says so.
+                shape, dtype = read_npy_header(self.path / name)
                 if pin:
-                    arr = np.load(self.path / name, mmap_mode="r")
-                    shape, dtype = arr.shape, arr.dtype
-                    self._pinned[name] = arr
-                else:
-                    shape, dtype = read_npy_header(self.path / name)
+                    self._pinned[name] = np.load(self.path / name, mmap_mode="r")
             except FileNotFoundError as e:
                 raise FileVanished(str(self.path / name)) from e
-            except (OSError, ValueError) as e:
-                raise StoreCorruptedError(f"cannot read shard {self.path / name}: {e}") from e
+            except (OSError, ValueError, EOFError) as e:
+                raise StoreCorruptedError(
+                    f"shard {self.path / name} is not a valid .npy file ({e}); the store is damaged: restore it from "
+                    "a backup, or embed the videos into a new store"
+                ) from e
             want_ndim = 3 if name.endswith(".frames.npy") else 2
             if dtype != np.float16 or len(shape) != want_ndim or shape[-1] != self.dim or shape[0] < needed:
                 raise StoreCorruptedError(
@@ -236,7 +243,7 @@ class StoreReader:
         """
         self._check_searchable(k)
         q, single = prepare_queries(queries, self.dim)
-        mask = _kind_mask(self.metadata, kind)
+        mask = _kind_mask(self.metadata, kind, f"store {self.path}")
         bad: list[int] = []
         scores, rows = exact_topk(
             self._iter_embeddings(), q, int(k), mask, int(block_rows), kernel, self._workspace, bad_rows=bad
@@ -306,7 +313,7 @@ class StoreReader:
         elif backend == "lance":
             self._check_searchable(k)
             q, single = prepare_queries(queries, self.dim)
-            _kind_mask(self.metadata, kind)  # validates kind
+            _kind_mask(self.metadata, kind, f"store {self.path}")  # validates kind
             scores, rows = self._lance.topk(q, int(k), kind, nprobes, refine_factor)
         else:
             raise ValueError(f"unknown backend {backend!r}; expected 'exact' or 'lance'")
