@@ -29,7 +29,7 @@ HANG_S = 300
 
 def _settings(size: int = 288) -> ClipSettings:
     processor = VideoPrismVideoProcessor(num_frames=8, size=size).to_dict()
-    return ClipSettings(processor=processor, num_frames=8, window=0.5, stride=None)
+    return ClipSettings(processor=processor, num_frames=8, window=0.25, stride=None)  # 8 clips per video
 
 
 SPM = Path(__file__).parent / "fixtures" / "tokenizer" / "spm_t5layout.model"
@@ -81,8 +81,9 @@ def test_killed_worker_fails_only_its_video(pool_videos, kill_after_clips):
     victim = outcomes.pop("victim")
     assert sorted(outcomes) == [0, 1, 2, 3]
     failed = {idx: event for idx, event in outcomes.items() if event[0] == "fail"}
-    # Killed after it began its video, before the main process read all that video's clips (each 8 MB: far more than
-    # a pipe holds), so it cannot have finished it: that video fails, and only that one.
+    # Killed after it began its video, before the main process read all that video's 8 clips (it reads at most 3
+    # ahead of the consumer, and each clip's 8 MB are far more than a pipe holds), so it cannot have finished it:
+    # that video fails, and only that one.
     assert set(failed) == {victim}
     for event in failed.values():
         assert "decoding process died" in event[2] and "SIGKILL" in event[2]

@@ -1,10 +1,11 @@
 """Decoding worker processes: `DecodePool` turns a list of videos into a stream of pre-processed clips.
 
 Decoding, frame sampling and resizing happen in worker processes (``spawn`` start method: no fork of a process that
-runs torch threads), which stream pre-processed clips through a bounded queue: workers block when it is full, so
-memory stays bounded (about ``queue_size + batch_size`` clips) however large the collection or long the videos. A
-video that cannot be decoded is reported as failed and the pool goes on; a worker that dies (a crash inside a
-decoder) fails only the video it was reading and is replaced.
+runs torch threads), which stream pre-processed clips through a pipe each: a worker blocks until its clip is read,
+so memory stays bounded (about one clip per worker, plus the batch) however large the collection or long the videos.
+A video that cannot be decoded is reported as failed and the pool goes on; a worker that dies (a crash inside a
+decoder, a kill, the out-of-memory killer) fails only the video it was reading and is replaced, and the videos it
+had not begun go to the other workers.
 """
 
 from __future__ import annotations
@@ -180,6 +181,16 @@ def _death_text(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+_END = object()  # the pump thread's last item
+
+
+@dataclass
+class _Raised:
+    """An error of the pump thread, for the consumer to raise."""
+
+    error: BaseException
+
+
 @dataclass
 class _Worker:
     """A decoding process with its two pipe ends in this process and the videos it was given, in order."""
@@ -222,6 +233,7 @@ class DecodePool:
         self._next_wid = 0
         self._idle_deaths = 0  # workers that died, in a row, before starting any video
         self.ctx = mp.get_context("spawn")
+        self._pump: threading.Thread | None = None
 
     def events(self) -> Iterator[tuple]:
         if not self.paths:
@@ -229,7 +241,41 @@ class DecodePool:
         if self.threaded:
             yield from self._thread_events()
         else:
-            yield from self._process_events()
+            yield from self._pumped(self._process_events())
+
+    def _pumped(self, events: Iterator[tuple]) -> Iterator[tuple]:
+        """``events``, read by a thread into a queue of ``queue_size`` items, so the workers' pipes are drained (and
+        they decode ahead) while the caller is busy with earlier clips; an error of the thread is raised here."""
+        out: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
+
+        def put(item: Any) -> bool:
+            while not self._stop.is_set():
+                try:
+                    out.put(item, timeout=POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def pump() -> None:
+            try:
+                for event in events:
+                    if not put(event):
+                        return
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, who raises it
+                put(_Raised(err))
+            else:
+                put(_END)
+
+        self._pump = threading.Thread(target=pump, daemon=True, name="videoprism-decode-pump")
+        self._pump.start()
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
 
     def _thread_events(self) -> Iterator[tuple]:
         task_q: Any = queue.Queue()
@@ -297,7 +343,7 @@ class DecodePool:
             self._start_worker()
         self._assign(pending)
         remaining = len(self.paths)
-        while remaining:
+        while remaining and not self._stop.is_set():
             by_handle: dict[Any, int] = {}
             for wid, worker in self.workers.items():
                 by_handle[worker.results] = wid
@@ -392,6 +438,8 @@ class DecodePool:
 
     def close(self) -> None:
         self._stop.set()
+        if self._pump is not None:
+            self._pump.join()  # it stops within a poll; then only this thread touches the workers
         for worker in self.workers.values():
             worker.proc.join(timeout=0 if worker.proc.exitcode is not None else 0.2)
             if worker.proc.is_alive():

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import EmbedSettingsError, SourceNotFoundError, StoreMismatchError
+from ..errors import EmbedSettingsError, EmptyStoreError, SourceNotFoundError, StoreMismatchError
 from ..store import SearchHit, StoreReader, open_store
+from ..store.format import KINDS
 from ..video_io import read_video
 from .clips import clip_pixels
 from .embedder import DEFAULT_MODEL, VideoEmbedder, load_video_embedder, model_id_for
@@ -79,6 +80,22 @@ def _query_model(reader: StoreReader, model: str | os.PathLike[str] | None) -> s
         )
     _check_width(reader, model)
     return os.fspath(model)
+
+
+def _check_kind(reader: StoreReader, kind: str | Sequence[str] | None) -> None:
+    """Refuses a ``kind`` filter that no row of the store matches (the search would silently find nothing)."""
+    import pyarrow.compute as pc
+
+    if kind is None or not len(reader):
+        return
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    if not set(kinds) <= set(KINDS):
+        return  # the search names the unknown kind
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(reader.metadata["kind"]).to_pylist()}
+    if not any(counts.get(k) for k in kinds):
+        holds = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        hint = " (window and video rows come from embedding with --window)" if {"window", "video"} & set(kinds) else ""
+        raise EmptyStoreError(f"store {reader.path} has no {' or '.join(kinds)} rows; it holds {holds} rows{hint}")
 
 
 def _check_width(reader: StoreReader, model: str | os.PathLike[str]) -> None:
@@ -153,6 +170,7 @@ def search_text(
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query must be a non-empty text, got {query!r}")
     reader = open_store(store)
+    _check_kind(reader, kind)
     source = _query_model(reader, model)
     embedder, _ = load_video_embedder(source, device=device, dtype=dtype)
     return reader.search(embed_text(embedder, source, [query])[0], k, kind)
@@ -188,6 +206,7 @@ def search_video(
         videoprism.errors.VideoDecodeError: The query video cannot be decoded.
     """
     reader = open_store(store)
+    _check_kind(reader, kind)
     source = _query_model(reader, model)
     frames = num_frames or _store_num_frames(reader)
     embedder, processor = load_video_embedder(source, device=device, dtype=dtype, num_frames=frames)

@@ -52,20 +52,14 @@ def open_store(path: str | os.PathLike[str], *, lance_dir: str | os.PathLike[str
     raise AssertionError("unreachable")
 
 
-def _kind_mask(metadata: pa.Table, kind: str | Sequence[str] | None, store: str = "the store") -> np.ndarray | None:
+def _kind_mask(metadata: pa.Table, kind: str | Sequence[str] | None) -> np.ndarray | None:
     if kind is None:
         return None
     kinds = [kind] if isinstance(kind, str) else list(kind)
     bad = [x for x in kinds if x not in KINDS]
     if bad:
         raise ValueError(f"unknown kind {bad}; expected some of {list(KINDS)}")
-    mask = pc.is_in(metadata["kind"], value_set=pa.array(kinds, pa.string())).to_numpy(zero_copy_only=False)
-    if metadata.num_rows and not mask.any():
-        counts = pc.value_counts(metadata["kind"]).to_pylist()
-        holds = ", ".join(f"{c['counts']} {c['values']}" for c in sorted(counts, key=lambda c: str(c["values"])))
-        hint = " (window and video rows come from embedding with --window)" if {"window", "video"} & set(kinds) else ""
-        raise EmptyStoreError(f"{store} has no {' or '.join(kinds)} rows; it holds {holds} rows{hint}")
-    return mask
+    return pc.is_in(metadata["kind"], value_set=pa.array(kinds, pa.string())).to_numpy(zero_copy_only=False)
 
 
 class StoreReader:
@@ -243,7 +237,7 @@ class StoreReader:
         """
         self._check_searchable(k)
         q, single = prepare_queries(queries, self.dim)
-        mask = _kind_mask(self.metadata, kind, f"store {self.path}")
+        mask = _kind_mask(self.metadata, kind)
         bad: list[int] = []
         scores, rows = exact_topk(
             self._iter_embeddings(), q, int(k), mask, int(block_rows), kernel, self._workspace, bad_rows=bad
@@ -313,7 +307,7 @@ class StoreReader:
         elif backend == "lance":
             self._check_searchable(k)
             q, single = prepare_queries(queries, self.dim)
-            _kind_mask(self.metadata, kind, f"store {self.path}")  # validates kind
+            _kind_mask(self.metadata, kind)  # validates kind
             scores, rows = self._lance.topk(q, int(k), kind, nprobes, refine_factor)
         else:
             raise ValueError(f"unknown backend {backend!r}; expected 'exact' or 'lance'")
