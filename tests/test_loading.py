@@ -259,12 +259,12 @@ def test_missing_keys_are_named():
         videoprism.VideoPrismTextModel.from_pretrained(VIDEO_NPZ, config=lvt_config())
 
 
-def test_shape_mismatch_and_unexpected_tensors(tmp_path):
-    with pytest.raises(CheckpointError, match=r"wrong shape.*spatial_embeddings.position_embeddings"):
+def test_config_sizes_that_disagree_with_the_tensors_are_refused_by_field(tmp_path):
+    with pytest.raises(CheckpointError, match=r"image_size is 48.*spatial_embeddings.position_embeddings"):
         videoprism.VideoPrismVisionModel.from_pretrained(VIDEO_NPZ, config=video_config().copy(image_size=48))
-    deeper = video_config().copy(num_spatial_layers=1)
-    with pytest.raises(CheckpointError, match=r"unexpected tensors.*spatial_layers\.1\."):
-        videoprism.VideoPrismVisionModel.from_pretrained(VIDEO_NPZ, config=deeper)
+    shallower = video_config().copy(num_spatial_layers=1)
+    with pytest.raises(CheckpointError, match=r"num_spatial_layers is 1, but the checkpoint's tensors hold 2 layers"):
+        videoprism.VideoPrismVisionModel.from_pretrained(VIDEO_NPZ, config=shallower)
 
 
 @pytest.fixture(scope="module")

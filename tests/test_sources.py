@@ -21,6 +21,7 @@ def _response(status: int) -> httpx2.Response:
 def online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(videoprism._sources, "hub_reachable", lambda: True)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,15 @@ import torch
 
 from ._flax import flax_to_state_dict, read_npz
 from ._sources import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, ModelSource, resolve_source
-from .configuration import CONFIG_NAME, PRESETS, VideoPrismConfig, VideoPrismVisionConfig, find_preset, load_config_dict
+from .configuration import (
+    CONFIG_NAME,
+    PRESETS,
+    VideoPrismConfig,
+    VideoPrismTextConfig,
+    VideoPrismVisionConfig,
+    find_preset,
+    load_config_dict,
+)
 from .errors import CheckpointError, CheckpointNotFoundError, SourceNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -116,13 +125,18 @@ def load_checkpoint(
                 config = load_config_dict(json.load(f))
             except json.JSONDecodeError as err:
                 raise CheckpointError(f"{path}/config.json is not valid JSON ({err})") from err
+            except (ValueError, TypeError) as err:
+                raise CheckpointError(f"{path}/config.json: {err}") from err
         return ResolvedCheckpoint(path, config, read_safetensors(_folder_weights(path)))
     if kind == "safetensors":
         sibling = os.path.join(os.path.dirname(path), CONFIG_NAME)
         config = None
         if os.path.isfile(sibling):
             with open(sibling, encoding="utf-8") as f:
-                config = load_config_dict(json.load(f))
+                try:
+                    config = load_config_dict(json.load(f))
+                except (ValueError, TypeError) as err:
+                    raise CheckpointError(f"{sibling}: {err}") from err
         return ResolvedCheckpoint(path, config, read_safetensors([path]))
     preset = PRESETS.get(source.preset) if source.preset else find_preset(path)
     return ResolvedCheckpoint(path, preset.config() if preset else None, load_flax_converted(path, source.cache_dir))
@@ -189,6 +203,62 @@ def _config_for(cls, config, description: str):
             f"{next(iter(PRESETS))!r})"
         )
     raise CheckpointError(f"{description} holds a {type(config).__name__}, but {cls.__name__} needs a {want.__name__}")
+
+
+# Layer stacks: (config field, the pattern of their checkpoint keys; group 1 is the layer index).
+_LAYER_KEYS = (
+    ("num_spatial_layers", re.compile(r"(?:^|\.)spatial_layers\.(\d+)\.")),
+    ("num_temporal_layers", re.compile(r"(?:^|\.)temporal_layers\.(\d+)\.")),
+    ("num_auxiliary_layers", re.compile(r"(?:^|\.)auxiliary_layers\.(\d+)\.")),
+    ("num_hidden_layers", re.compile(r"(?:^|text_model\.)layers\.(\d+)\.")),
+)
+# Sizes read off tensor shapes: (config field, key suffix, dim, how the config gives the size).
+_SHAPE_KEYS = (
+    ("hidden_size", "spatial_embeddings.patch_embeddings.projection.bias", 0, lambda c: c.hidden_size),
+    ("image_size", "spatial_embeddings.position_embeddings", 1, lambda c: c.num_patches),
+    ("num_frames", "temporal_embeddings.position_embeddings", 1, lambda c: c.num_frames),
+    ("hidden_size", "embeddings.token_embedding.weight", 1, lambda c: c.hidden_size),
+    ("vocab_size", "embeddings.token_embedding.weight", 0, lambda c: c.vocab_size),
+    ("max_position_embeddings", "embeddings.position_embedding", 0, lambda c: c.max_position_embeddings),
+)
+
+
+def check_config_fits(config: Any, state: dict[str, torch.Tensor], description: str) -> None:
+    """Refuses a config whose sizes disagree with the checkpoint's tensors, before any model is built.
+
+    A wrong size would otherwise surface only after the model is built (a config asking for millions of layers
+    takes minutes; a huge position table allocates gigabytes). Families the checkpoint lacks are not checked here
+    (loading reports the missing tensors).
+
+    Raises:
+        CheckpointError: naming the config field, its value and what the checkpoint holds.
+    """
+    if isinstance(config, VideoPrismConfig):
+        check_config_fits(config.vision_config, state, description)
+        check_config_fits(config.text_config, state, description)
+        return
+    text = isinstance(config, VideoPrismTextConfig)
+
+    def refuse(name: str, value: Any, holds: str) -> CheckpointError:
+        return CheckpointError(
+            f"{description}: the config's {name} is {value}, but the checkpoint's tensors hold {holds}; correct "
+            f"{name} in config.json (or the config you pass) to match the weights"
+        )
+
+    for name, pattern in _LAYER_KEYS:
+        if not hasattr(config, name) or (name == "num_hidden_layers") != text:
+            continue
+        found = {int(m.group(1)) for key in state if (m := pattern.search(key))}
+        if found and getattr(config, name) != len(found):
+            raise refuse(name, getattr(config, name), f"{len(found)} layers")
+    for name, suffix, dim, size in _SHAPE_KEYS:
+        if (suffix.startswith("embeddings.")) != text or not hasattr(config, name):
+            continue
+        key = next((k for k in state if k == suffix or k.endswith("." + suffix)), None)
+        if key is None or len(state[key].shape) <= dim:
+            continue
+        if size(config) != state[key].shape[dim]:
+            raise refuse(name, getattr(config, name), f"{state[key].shape[dim]} ({key} {tuple(state[key].shape)})")
 
 
 def _materialize_meta(model: torch.nn.Module, dtype: torch.dtype | None) -> None:
@@ -304,6 +374,7 @@ class PreTrainedMixin:
             ):
                 config.id2label = None
                 config._sync_labels()
+        check_config_fits(config, checkpoint.state_dict, checkpoint.description)
 
         with torch.device("meta"):
             model = cls(config)

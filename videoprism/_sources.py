@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,46 @@ def offline_hint() -> str:
     return " HF_HUB_OFFLINE is set and nothing is cached: unset it to download, or pass a local folder or file instead."
 
 
+# Seconds to wait for a TCP connection to the hub; after a failure, how long the hub counts as unreachable.
+HUB_CONNECT_TIMEOUT_S = 5.0
+_UNREACHABLE_FOR_S = 60.0
+_unreachable_until = 0.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable() -> bool:
+    """Whether a TCP connection to the hub's endpoint opens within `HUB_CONNECT_TIMEOUT_S` (True behind a proxy,
+    which this check cannot see through).
+
+    huggingface_hub retries a connection that fails for about 30 s per file; this one attempt lets a machine without
+    network fail at once. A failure is remembered for a minute.
+    """
+    global _unreachable_until
+    if time.monotonic() < _unreachable_until:
+        return False
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return True
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
+        return True
+    except (OSError, ValueError):
+        _unreachable_until = time.monotonic() + _UNREACHABLE_FOR_S
+        return False
+
+
+def _unreachable_error(what: str) -> SourceNotFoundError:
+    from huggingface_hub import constants
+
+    return SourceNotFoundError(
+        f"cannot reach the hub ({constants.ENDPOINT}) for {what}, and it is not cached: no network connection? Set "
+        "HF_HUB_OFFLINE=1 to use cached files only, or pass a local folder or file instead."
+    )
+
+
 def hub_file(repo_id: str, filename: str, revision: str | None = None, cache_dir=None) -> str | None:
     """A file of a hub repo, downloaded or taken from the cache; None when the repo lacks it.
 
@@ -71,6 +114,13 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None, cache_dir
     )
 
     at = f" at revision {revision!r}" if revision else ""
+    if not hub_offline() and not hub_reachable():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(cached, str):
+            return cached
+        raise _unreachable_error(f"{filename} of {repo_id!r}{at}")
     try:
         return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
@@ -104,6 +154,8 @@ def hub_npz_files(repo_id: str, revision: str | None = None, cache_dir=None) -> 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    if not hub_offline() and not hub_reachable():
+        raise _unreachable_error(f"the .npz files of {repo_id!r}")
     try:
         folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=["*.npz"])
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:

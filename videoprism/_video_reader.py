@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
@@ -24,7 +25,7 @@ import numpy as np
 
 from ._video_rotation import apply_transform, display_matrix, display_transform
 from .errors import VideoDecodeError
-from .video_io import URL_RE, URL_TIMEOUT_S, DecodedVideo, VideoSource, sample_frame_indices
+from .video_io import URL_RE, URL_TIMEOUT_S, DecodedVideo, VideoSource, not_a_file_reason, sample_frame_indices
 
 # Debug messages (torchcodec falling back to PyAV) go to the public module's logger, which users configure.
 logger = logging.getLogger("videoprism.video_io")
@@ -48,9 +49,10 @@ class Source:
     path: str | None = None
     url: str | None = None
     data: bytes | None = None
+    timeout: float = URL_TIMEOUT_S  # seconds a URL may take to connect, and to give each read
 
 
-def resolve_source(source: VideoSource) -> Source:
+def resolve_source(source: VideoSource, timeout: float = URL_TIMEOUT_S) -> Source:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         desc = f"<bytes: {len(data)} bytes>"
@@ -76,9 +78,9 @@ def resolve_source(source: VideoSource) -> Source:
     if match:
         if match.group(1).lower() not in ("http", "https"):
             raise VideoDecodeError(f"{path}: unsupported URL scheme {match.group(1)!r} (only http and https)")
-        return Source(path, url=path)
-    if not os.path.exists(path):
-        raise VideoDecodeError(f"{path}: no such file")
+        return Source(path, url=path, timeout=timeout)
+    if (reason := not_a_file_reason(path)) is not None:
+        raise VideoDecodeError(f"{path}: {reason}")
     if os.path.isdir(path):
         raise VideoDecodeError(f"{path}: is a directory, not a video file")
     if os.path.getsize(path) == 0:
@@ -87,18 +89,35 @@ def resolve_source(source: VideoSource) -> Source:
 
 
 def open_source(src: Source) -> av.container.InputContainer:
+    started = time.monotonic()
     try:
         if src.url is not None:
-            return av.open(src.url, mode="r", timeout=(URL_TIMEOUT_S, URL_TIMEOUT_S))
+            return av.open(src.url, mode="r", timeout=(src.timeout, src.timeout))
         if src.data is not None:
             return av.open(io.BytesIO(src.data), mode="r")
         return av.open(src.path, mode="r")
     except (av.error.FFmpegError, OSError) as e:
+        # Interrupted while probing, FFmpeg may call the truncated data invalid: the time spent tells a timeout.
+        if timed_out(src, e) or (src.url is not None and time.monotonic() - started >= src.timeout):
+            raise VideoDecodeError(network_timeout_text(src)) from e
         raise VideoDecodeError(f"{src.description}: cannot open as a video ({describe_error(e)})") from e
 
 
 def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
+
+
+def timed_out(src: Source, e: BaseException) -> bool:
+    """Whether ``e`` is PyAV giving up on a URL that sent nothing for ``src.timeout`` seconds (it interrupts FFmpeg,
+    which reports an "immediate exit")."""
+    return src.url is not None and isinstance(e, av.error.ExitError)
+
+
+def network_timeout_text(src: Source) -> str:
+    return (
+        f"{src.description}: the server sent nothing for {src.timeout:g} s (network timeout); retry later, or pass a "
+        "longer timeout (read_video(timeout=...), --network-timeout)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -315,6 +334,8 @@ class Reader:
     def _read(self, torchcodec: bool, strict: bool) -> DecodedVideo:
         index = _scan(self.container, self.stream)
         if index.error is not None:
+            if timed_out(self.src, index.error):  # a stalled server, not a truncated video: never a partial answer
+                raise VideoDecodeError(network_timeout_text(self.src)) from index.error
             if index.count == 0:
                 raise VideoDecodeError(
                     f"{self.desc}: cannot read any video packet ({describe_error(index.error)})"
@@ -346,6 +367,8 @@ class Reader:
                 frames = self._decode(index, wanted, frames, torchcodec, strict)
                 break
             except _Shortfall as e:
+                if e.cause is not None and timed_out(self.src, e.cause):
+                    raise VideoDecodeError(network_timeout_text(self.src)) from e.cause
                 if e.cause is not None and not self.single_threaded:
                     self._single_threaded()  # frames decoded so far are right; only where the error hits varies
                     continue

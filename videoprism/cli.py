@@ -10,8 +10,10 @@ import sys
 import threading
 
 from . import errors
+from .collection.clips import MAX_CLIP_BYTES
 from .collection.embedder import DTYPES
 from .errors import UsageError
+from .video_io import URL_TIMEOUT_S
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some videos failed; the others were processed
@@ -69,14 +71,14 @@ def _cmd_info(args) -> int:
 
     info = describe(args.source, config=_config_arg(args.config), revision=args.revision)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, allow_nan=False))
         return EXIT_OK
     print(f"source:      {info['source']}")
     print(f"resolved:    {info['resolved']}")
     print(f"model class: {info['model_class']}")
     print(f"parameters:  {info['num_parameters']:,} in {info['num_tensors']} tensors")
     print("config:")
-    print(json.dumps(info["config"], indent=2, sort_keys=True))
+    print(json.dumps(info["config"], indent=2, sort_keys=True, allow_nan=False))
     return EXIT_OK
 
 
@@ -128,6 +130,8 @@ def _cmd_embed(args) -> int:
         frames=args.frames,
         retry_failed=args.retry_failed,
         progress=False if args.quiet else "auto",
+        network_timeout=args.network_timeout,
+        max_clip_bytes=int(args.max_clip_mb * 2**20),
     )
     try:
         if args.engine == "ray":
@@ -196,7 +200,7 @@ def _cmd_search(args) -> int:
         rows.append({"rank": i, "score": hit.score, "id": hit.id, "path": meta["path"],
                      "start": seconds(meta["start"]), "end": seconds(meta["end"])})  # fmt: skip
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, allow_nan=False))
         return EXIT_OK
     print(f"{'rank':>4}  {'score':>7}  {'window':<16}  path")
     for row, hit in zip(rows, hits, strict=True):
@@ -242,10 +246,12 @@ def _cmd_classify(args) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         num_frames=args.num_frames,
+        network_timeout=args.network_timeout,
+        max_clip_bytes=int(args.max_clip_mb * 2**20),
     )
     ok = [r for r in results if r.error is None]
     if args.json:
-        print(json.dumps([r.to_dict() for r in ok], indent=2))
+        print(json.dumps([r.to_dict() for r in ok], indent=2, allow_nan=False))
     else:
         for r in ok:
             print(r.video)
@@ -310,6 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="decoding processes (0: decode in a thread; default: one per spare core, at most 8)",
         )
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
+        p.add_argument(
+            "--network-timeout",
+            type=_positive(float),
+            default=URL_TIMEOUT_S,
+            metavar="SECONDS",
+            help=f"seconds a URL input may stall before it fails (default: {URL_TIMEOUT_S:g})",
+        )
+        p.add_argument(
+            "--max-clip-mb",
+            type=_positive(float),
+            default=MAX_CLIP_BYTES / 2**20,
+            metavar="MIB",
+            help=f"refuse settings whose clips take more memory (default: {MAX_CLIP_BYTES / 2**20:g})",
+        )
 
     from .collection import DEFAULT_MODEL
     from .serve import add_serve_commands

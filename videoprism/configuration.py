@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,6 +17,19 @@ class _ConfigBase:
     """JSON round trips shared by the three config classes (a `config.json` that transformers 5.23 also reads)."""
 
     model_type: ClassVar[str]
+    # Upper bounds of the size fields (far above the released models'), checked before anything is allocated: a
+    # corrupt or hostile config.json must not make the loader build millions of layers or a 100 GB table.
+    _SIZE_LIMITS: ClassVar[dict[str, tuple[int, int]]] = {}
+
+    def _check_sizes(self) -> None:
+        for name, (low, high) in self._SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name in ("intermediate_size", "pooler_intermediate_size", "num_labels"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must be an integer from {low} to {high}, got {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -101,7 +115,22 @@ class VideoPrismVisionConfig(_ConfigBase):
     label2id: dict[str, int] | None = None
     problem_type: str | None = None
 
+    _SIZE_LIMITS: ClassVar[dict[str, tuple[int, int]]] = {
+        "image_size": (1, 8192),
+        "num_frames": (1, 4096),
+        "num_channels": (1, 16),
+        "hidden_size": (1, 65536),
+        "num_attention_heads": (1, 1024),
+        "intermediate_size": (1, 262144),
+        "num_spatial_layers": (1, 1024),
+        "num_temporal_layers": (1, 1024),
+        "num_auxiliary_layers": (0, 1024),
+        "pooler_intermediate_size": (1, 262144),
+        "num_labels": (1, 1 << 20),
+    }
+
     def __post_init__(self):
+        self._check_sizes()
         self.tubelet_size = [int(v) for v in self.tubelet_size]
         if isinstance(self.image_size, (list, tuple)):
             if len(set(self.image_size)) != 1:
@@ -183,7 +212,17 @@ class VideoPrismTextConfig(_ConfigBase):
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
 
+    _SIZE_LIMITS: ClassVar[dict[str, tuple[int, int]]] = {
+        "vocab_size": (1, 1 << 22),
+        "hidden_size": (1, 65536),
+        "intermediate_size": (1, 262144),
+        "num_hidden_layers": (1, 1024),
+        "num_attention_heads": (1, 1024),
+        "max_position_embeddings": (1, 65536),
+    }
+
     def __post_init__(self):
+        self._check_sizes()
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         if self.hidden_size % self.num_attention_heads:

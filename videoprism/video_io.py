@@ -28,9 +28,11 @@ Notes:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import re
+import stat
 import sys
 from typing import IO, Literal
 
@@ -42,6 +44,7 @@ __all__ = [
     "DecodedVideo",
     "VideoDecodeError",
     "is_url",
+    "not_a_file_reason",
     "read_video",
     "read_window",
     "sample_frame_indices",
@@ -60,6 +63,30 @@ URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 def is_url(text: str) -> bool:
     """Whether ``text`` is a URL (``scheme://...``) rather than a file path."""
     return bool(URL_RE.match(text))
+
+
+def not_a_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is neither a regular file nor a folder, in words ("no such file", "a FIFO (named pipe)", "a
+    symbolic link loop", ...); None when it is one of them."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop (the link points, through other links, back to itself)"
+        if os.path.islink(path):
+            return f"a broken symbolic link (to {os.readlink(path)!r}, which does not exist)"
+        if err.errno == errno.ENOENT:
+            return "no such file"
+        return f"unreadable ({err.strerror})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a video file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a video file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a video file"
+    return "not a regular file"
 
 
 @dataclasses.dataclass(eq=False)
@@ -128,6 +155,7 @@ def read_video(
     start_time: float | None = None,
     end_time: float | None = None,
     backend: Backend = "auto",
+    timeout: float = URL_TIMEOUT_S,
 ) -> DecodedVideo:
     """Decode a video into RGB frames, optionally sampling ``num_frames`` of them uniformly.
 
@@ -138,6 +166,8 @@ def read_video(
         end_time: End of the window in seconds; frames before it are included. Times past the end are clipped.
         backend: ``"pyav"``, ``"torchcodec"`` (raises ImportError when it cannot decode) or ``"auto"`` (torchcodec
             when it works, otherwise PyAV).
+        timeout: Seconds an ``http(s)://`` source may take to connect, and to send each piece of data; a server
+            that stalls longer fails with a `VideoDecodeError` naming the URL and the timeout.
 
     Returns:
         The decoded frames and their indices, timestamps and stream metadata.
@@ -150,7 +180,9 @@ def read_video(
     from ._video_reader import Reader, open_source, resolve_source, torchcodec_unavailable_reason
 
     _check_args(num_frames, start_time, end_time, backend)
-    src = resolve_source(source)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    src = resolve_source(source, timeout)
     use_torchcodec = False
     if backend == "torchcodec":
         reason = torchcodec_unavailable_reason()
@@ -201,7 +233,9 @@ def window_bounds(duration: float, window: float, stride: float | None = None, f
     return bounds
 
 
-def read_window(source: VideoSource, num_frames: int, start: float, end: float, duration: float) -> DecodedVideo:
+def read_window(
+    source: VideoSource, num_frames: int, start: float, end: float, duration: float, timeout: float = URL_TIMEOUT_S
+) -> DecodedVideo:
     """``num_frames`` frames sampled uniformly over the window ``[start, end)`` seconds of a video.
 
     A window holding no frame (a gap in a variable frame rate stream) is widened until it holds some: the nearest
@@ -213,6 +247,7 @@ def read_window(source: VideoSource, num_frames: int, start: float, end: float, 
         start: Window start in seconds.
         end: Window end in seconds.
         duration: The video's duration in seconds (the widening stops there).
+        timeout: As for `read_video`.
 
     Raises:
         VideoDecodeError: The video cannot be decoded.
@@ -220,13 +255,13 @@ def read_window(source: VideoSource, num_frames: int, start: float, end: float, 
     lo, hi = start, end
     for _ in range(8):
         try:
-            return read_video(source, num_frames=num_frames, start_time=lo, end_time=hi)
+            return read_video(source, num_frames=num_frames, start_time=lo, end_time=hi, timeout=timeout)
         except VideoDecodeError:
             raise
         except ValueError:  # no frame in [lo, hi): take the nearest frames around it instead
             pad = max(hi - lo, 1e-3)
             lo, hi = max(0.0, lo - pad), min(duration, hi + pad) if duration > 0 else hi + pad
-    return read_video(source, num_frames=num_frames)
+    return read_video(source, num_frames=num_frames, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 VIDEO_PROCESSOR_CONFIG_NAME = "video_preprocessor_config.json"
 _LEGACY_CONFIG_NAME = "preprocessor_config.json"
 RESIZE_MODES = ("squash", "center_crop", "pad")
+#: Largest accepted frame side and frame count: far above the models' 288 pixels and 16 frames, and below sizes whose
+#: pixel arrays alone would fill a machine's memory.
+MAX_FRAME_SIDE = 8192
+MAX_NUM_FRAMES = 4096
 _RESAMPLE_FILTERS = {int(f) for f in Image.Resampling}
 
 
@@ -468,6 +472,8 @@ def _check_dtype(dtype: np.dtype | torch.dtype, where: str, item: Any) -> None:
 def _check_num_frames(num_frames: Any) -> int:
     if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    if num_frames > MAX_NUM_FRAMES:
+        raise ValueError(f"num_frames {num_frames} is over {MAX_NUM_FRAMES}; the models take 8 or 16")
     return int(num_frames)
 
 
@@ -482,6 +488,8 @@ def _check_size(size: Any) -> dict[str, int]:
         raise ValueError(f"size must be {{'height': H, 'width': W}}, an int or (H, W); got {size!r}")
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive, got {size!r}")
+    if max(height, width) > MAX_FRAME_SIDE:
+        raise ValueError(f"size {height}x{width} is over {MAX_FRAME_SIDE} pixels a side; the models take 288x288")
     return {"height": height, "width": width}
 
 

@@ -16,9 +16,10 @@ import torch
 
 from .._sources import resolve_source
 from ..errors import EmbedSettingsError, NoVideosFoundError
-from .clips import ClipSettings
+from ..video_io import URL_TIMEOUT_S
+from .clips import MAX_CLIP_BYTES, ClipSettings
 from .decode_pool import DecodePool, default_workers
-from .embedder import DEFAULT_MODEL, load_video_embedder
+from .embedder import DEFAULT_MODEL, load_video_embedder, require_finite
 from .inputs import expand_inputs
 from .progress import Progress
 
@@ -57,6 +58,8 @@ def classify_video_files(
     num_frames: int | None = None,
     temperature: float = 0.01,
     progress: bool | str = False,
+    network_timeout: float = URL_TIMEOUT_S,
+    max_clip_bytes: int = MAX_CLIP_BYTES,
 ) -> list[Classification]:
     """Zero-shot classifies video files over ``labels``: softmax of cosine similarity / temperature.
 
@@ -76,6 +79,8 @@ def classify_video_files(
         num_frames: Frames per clip; default: the model's video processor's.
         temperature: Softmax temperature (the original demo's 0.01).
         progress: As in `embed_videos`.
+        network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
+        max_clip_bytes: Refuse settings (``num_frames`` x frame size) whose clips take more bytes than this.
 
     Returns:
         One `Classification` per video, in input order.
@@ -106,6 +111,7 @@ def classify_video_files(
         )
     tokenizer = VideoPrismTokenizer.from_pretrained(source)
     classifier = build_zero_shot_classifier(embedder.model, tokenizer, labels, templates)
+    require_finite(classifier, source, "label embeddings")
 
     results = [Classification(path) for path in paths]
     pending: list[tuple[int, np.ndarray]] = []
@@ -114,13 +120,21 @@ def classify_video_files(
         if not pending:
             return
         embeds, _ = embedder(torch.from_numpy(np.stack([p for _, p in pending])))
+        require_finite(embeds, source, "video embeddings")
         probs = zero_shot_logits(torch.from_numpy(embeds), classifier.cpu(), temperature).softmax(dim=-1).numpy()
         for (idx, _), row in zip(pending, probs, strict=True):
             order = np.argsort(-row, kind="stable")
             results[idx].labels = [(labels[j], float(row[j])) for j in order]
         pending.clear()
 
-    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None)
+    settings = ClipSettings(
+        processor.to_dict(),
+        embedder.num_frames,
+        None,
+        None,
+        network_timeout=network_timeout,
+        max_clip_bytes=max_clip_bytes,
+    )
     bar = Progress(len(paths), progress, 10.0, name="classify")
     done = failed = 0
     try:

@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VideoDecodeError
-from ..video_io import DecodedVideo, read_video, read_window, window_bounds
+from ..errors import EmbedSettingsError, VideoDecodeError
+from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_window, window_bounds
 from .thumbnails import POSTERS_KEY, clip_posters
 
-__all__ = ["ClipSettings", "clip_pixels", "error_text", "video_clips"]
+__all__ = ["MAX_CLIP_BYTES", "ClipSettings", "clip_pixels", "error_text", "video_clips"]
+
+#: Default bound on one clip's float32 pixels (the models' 16 x 288 x 288 clips take 16 MiB).
+MAX_CLIP_BYTES = 1 << 30
 
 
 @dataclass
@@ -31,6 +34,22 @@ class ClipSettings:
     window: float | None
     stride: float | None
     posters: bool = False  # attach poster JPEGs (`thumbnails.clip_posters`) to each clip's metadata
+    network_timeout: float = URL_TIMEOUT_S  # seconds a URL may stall (see `read_video`)
+    max_clip_bytes: int = MAX_CLIP_BYTES  # refuse settings whose clips' pixels would take more memory
+
+    def __post_init__(self) -> None:
+        t = self.network_timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
+            raise EmbedSettingsError(f"network_timeout must be a positive number of seconds, got {t!r}")
+        size = self.processor.get("size") or {}
+        height, width = int(size.get("height", 0)), int(size.get("width", 0))
+        nbytes = self.num_frames * 3 * height * width * 4  # float32 pixels of one clip
+        if nbytes > self.max_clip_bytes:
+            raise EmbedSettingsError(
+                f"clips of {self.num_frames} frames of {height}x{width} pixels take {nbytes / 2**20:,.0f} MiB each, "
+                f"over the limit of {self.max_clip_bytes / 2**20:,.0f} MiB (max_clip_bytes, --max-clip-mb): lower "
+                "--num-frames or the video processor's size, or raise the limit"
+            )
 
 
 def error_text(err: BaseException) -> str:
@@ -58,16 +77,22 @@ def _meta(video: DecodedVideo, kind: str, start: float | None, end: float | None
 def video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time."""
     if settings.window is None:
-        video = read_video(path, num_frames=settings.num_frames)
+        video = read_video(path, num_frames=settings.num_frames, timeout=settings.network_timeout)
         row = _meta(video, "clip", None, None, 1)
         if settings.posters:
             row[POSTERS_KEY] = clip_posters(video.frames, ("clip",))
         yield row, clip_pixels(processor, video)
         return
-    first = read_video(path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window)
+    first = read_video(
+        path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window, timeout=settings.network_timeout
+    )
     bounds = window_bounds(first.duration, settings.window, settings.stride, first.fps)
     for i, (start, end) in enumerate(bounds):
-        video = first if i == 0 else read_window(path, settings.num_frames, start, end, first.duration)
+        video = (
+            first
+            if i == 0
+            else read_window(path, settings.num_frames, start, end, first.duration, settings.network_timeout)
+        )
         row = _meta(video, "window", start, end, len(bounds) + 1)
         if settings.posters:  # the middle window's poster also stands for the whole video
             row[POSTERS_KEY] = clip_posters(video.frames, ("window", "video") if i == len(bounds) // 2 else ("window",))

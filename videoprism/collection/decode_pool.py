@@ -1,10 +1,11 @@
 """Decoding worker processes: `DecodePool` turns a list of videos into a stream of pre-processed clips.
 
 Decoding, frame sampling and resizing happen in worker processes (``spawn`` start method: no fork of a process that
-runs torch threads), which stream pre-processed clips through a bounded queue: workers block when it is full, so
-memory stays bounded (about ``queue_size + batch_size`` clips) however large the collection or long the videos. A
-video that cannot be decoded is reported as failed and the pool goes on; a worker that dies (a crash inside a
-decoder) fails only the video it was reading and is replaced.
+runs torch threads), which stream pre-processed clips through a pipe each: a worker blocks until its clip is read,
+so memory stays bounded (about one clip per worker, plus the batch) however large the collection or long the videos.
+A video that cannot be decoded is reported as failed and the pool goes on; a worker that dies (a crash inside a
+decoder, a kill, the out-of-memory killer) fails only the video it was reading and is replaced, and the videos it
+had not begun go to the other workers.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import signal
 import sys
 import threading
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
+from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
 
-from ..errors import DecodingWorkerError
+from ..errors import DecodingWorkerError, EmbedSettingsError
 from .clips import ClipSettings, error_text, video_clips
 
 __all__ = ["POLL_S", "DecodePool", "decoding_worker_process", "default_workers", "one_thread_children"]
@@ -52,30 +57,16 @@ class _Stopped(Exception):  # noqa: N818 - internal control flow: the consumer w
     pass
 
 
-def _decode_loop(task_q: Any, result_q: Any, settings: ClipSettings, wid: int, alive: Any, capture: bool) -> None:
-    """A worker's life: take a video index, stream its clips (or its error) to ``result_q``; None ends it."""
+def _decode_loop(get_task: Any, put: Any, settings: ClipSettings, wid: int, capture: bool) -> None:
+    """A worker's life: take a video (``get_task()``), stream its clips (or its error) through ``put``.
+
+    ``get_task`` returns ``(index, path)``, or None when the worker should end; ``put`` raises `_Stopped` when
+    nobody reads any more.
+    """
     from ..video_processing import VideoPrismVideoProcessor
 
     processor = VideoPrismVideoProcessor.from_dict(settings.processor)
-
-    def put(item: tuple) -> None:
-        while True:
-            try:
-                result_q.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                if not alive():
-                    raise _Stopped from None
-
-    while True:
-        try:
-            task = task_q.get(timeout=POLL_S)
-        except queue.Empty:
-            if not alive():
-                return
-            continue
-        if task is None:
-            return
+    while (task := get_task()) is not None:
         idx, path = task
         try:
             put(("start", wid, idx))
@@ -88,6 +79,8 @@ def _decode_loop(task_q: Any, result_q: Any, settings: ClipSettings, wid: int, a
                     outcome: tuple = ("done", wid, idx)
                 except _Stopped:
                     raise
+                except (MemoryError, EmbedSettingsError) as err:  # the settings' fault, not the video's: stop the run
+                    outcome = ("abort", wid, idx, error_text(err))
                 except Exception as err:  # noqa: BLE001 - any error of one video fails that video only
                     outcome = ("fail", wid, idx, error_text(err))
             for w in caught or ():
@@ -95,6 +88,29 @@ def _decode_loop(task_q: Any, result_q: Any, settings: ClipSettings, wid: int, a
             put(outcome)
         except _Stopped:
             return
+
+
+def _queue_io(task_q: Any, result_q: Any, alive: Any) -> tuple[Any, Any]:
+    """``get_task`` and ``put`` of `_decode_loop` over two queues, giving up when ``alive()`` turns false."""
+
+    def get_task() -> tuple | None:
+        while True:
+            try:
+                return task_q.get(timeout=POLL_S)
+            except queue.Empty:
+                if not alive():
+                    return None
+
+    def put(item: tuple) -> None:
+        while True:
+            try:
+                result_q.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                if not alive():
+                    raise _Stopped from None
+
+    return get_task, put
 
 
 def _die_with_parent() -> None:
@@ -110,31 +126,100 @@ def _die_with_parent() -> None:
         pass
 
 
-def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, wid: int) -> None:
-    """Entry point of a decoding process."""
+def _worker_setup() -> Any:
+    """Settings of every decoding process; returns a function that tells whether the parent is alive."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
     torch.set_num_threads(1)
     parent = mp.parent_process()
-    alive = parent.is_alive if parent is not None else (lambda: True)
+    return parent.is_alive if parent is not None else (lambda: True)
+
+
+def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, wid: int) -> None:
+    """Entry point of a decoding process fed through queues: ``(index, path)`` tasks in, events out."""
+    alive = _worker_setup()
     try:
-        _decode_loop(task_q, result_q, settings, wid, alive, capture=True)
+        _decode_loop(*_queue_io(task_q, result_q, alive), settings, wid, capture=True)
     finally:
         if not alive():
             result_q.cancel_join_thread()  # nobody reads any more: do not block exit flushing the pipe
+
+
+def _pipe_worker_process(task_conn: Connection, result_conn: Connection, settings: ClipSettings, wid: int) -> None:
+    """Entry point of a `DecodePool` process: tasks and events travel through pipes of its own.
+
+    A pipe has one writer, so when the process dies mid-message its reader gets end-of-file instead of waiting for
+    the rest (a shared queue's reader would block for ever).
+    """
+    alive = _worker_setup()
+
+    def get_task() -> tuple | None:
+        while not task_conn.poll(POLL_S):
+            if not alive():
+                return None
+        try:
+            return task_conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def put(item: tuple) -> None:
+        try:
+            result_conn.send(item)
+        except OSError:  # the main process closed its end: it stopped reading
+            raise _Stopped from None
+
+    _decode_loop(get_task, put, settings, wid, capture=True)
+
+
+def _death_text(exitcode: int | None) -> str:
+    """How a process ended, in words: "killed by signal SIGKILL" or "exit code 3"."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+_END = object()  # the pump thread's last item
+
+
+@dataclass
+class _Raised:
+    """An error of the pump thread, for the consumer to raise."""
+
+    error: BaseException
+
+
+@dataclass
+class _Worker:
+    """A decoding process with its two pipe ends in this process and the videos it was given, in order."""
+
+    proc: Any
+    tasks: Connection  # this process writes tasks here
+    results: Connection  # and reads the worker's events here
+    assigned: deque = field(default_factory=deque)  # video indices sent to it and not finished; the first is current
+    started: bool = False  # whether it began ``assigned[0]``
+    ended: bool = False  # whether it was told to end (no more videos)
 
 
 class DecodePool:
     """Workers decoding ``paths`` into clips; ``events()`` yields what they produce, in arrival order.
 
     Events: ``("clip", idx, meta, pixels)``, ``("done", idx)``, ``("fail", idx, error)``, ``("warn", idx, message)``.
-    Each video index gets exactly one "done" or "fail".
+    Each video index gets exactly one "done" or "fail". A video whose decoding runs out of memory (or meets invalid
+    settings) is no video's fault: ``events()`` raises `EmbedSettingsError` instead, so nothing records it failed.
+
+    Each worker process has a pipe for its tasks and one for its events, and is given at most two videos at a time,
+    so a worker that dies (killed, out of memory, a crash inside a decoder) fails the video it was reading, its
+    other video goes to another worker, and the pool never waits on a message that a dead process left half-sent.
+    A worker blocks while its event is not read, so about one clip per worker waits in the pipes.
 
     Args:
         paths: Videos to decode.
         settings: Clip settings.
         workers: Worker processes; 0 decodes in one thread of this process.
-        queue_size: Clips that may wait in the queue (the memory bound).
+        queue_size: Clips that may wait in the queue when decoding in a thread (the memory bound).
     """
 
     def __init__(self, paths: Sequence[str], settings: ClipSettings, workers: int, queue_size: int) -> None:
@@ -142,126 +227,231 @@ class DecodePool:
         self.settings = settings
         self.threaded = workers == 0
         self.num_workers = max(1, workers)
-        if self.threaded:
-            self._stop = threading.Event()
-            self.task_q: Any = queue.Queue()
-            self.result_q: Any = queue.Queue(maxsize=queue_size)
-        else:
-            self.ctx = mp.get_context("spawn")
-            self.task_q = self.ctx.Queue()
-            self.result_q = self.ctx.Queue(maxsize=queue_size)
-        self.workers: dict[int, Any] = {}
+        self.queue_size = queue_size
+        self._stop = threading.Event()
+        self.workers: dict[int, _Worker] = {}
         self._next_wid = 0
-        self._next_task = 0
-        self._queued = 0  # tasks put and not yet started
-        self._sentinels = False
-        self._idle_deaths = 0  # workers that died, in a row, without being on a video
-
-    def _start_worker(self) -> None:
-        wid = self._next_wid
-        self._next_wid += 1
-        if self.threaded:
-            args = (self.task_q, self.result_q, self.settings, wid, lambda: not self._stop.is_set(), False)
-            worker: Any = threading.Thread(target=_decode_loop, args=args, daemon=True, name=f"videoprism-decode-{wid}")
-            worker.start()
-        else:
-            args = (self.task_q, self.result_q, self.settings, wid)
-            worker = self.ctx.Process(
-                target=decoding_worker_process, args=args, daemon=True, name=f"videoprism-decode-{wid}"
-            )
-            with one_thread_children():
-                worker.start()
-        self.workers[wid] = worker
-
-    def _feed(self) -> None:
-        """Keeps about two tasks per worker queued, so a slow video never leaves the others without work."""
-        while self._queued < 2 * self.num_workers and self._next_task < len(self.paths):
-            self.task_q.put((self._next_task, self.paths[self._next_task]))
-            self._next_task += 1
-            self._queued += 1
-        if self._next_task == len(self.paths) and not self._sentinels:
-            for _ in range(len(self.workers)):
-                self.task_q.put(None)
-            self._sentinels = True
+        self._idle_deaths = 0  # workers that died, in a row, before starting any video
+        self.ctx = mp.get_context("spawn")
+        self._pump: threading.Thread | None = None
 
     def events(self) -> Iterator[tuple]:
         if not self.paths:
             return
-        for _ in range(min(self.num_workers, len(self.paths))):
-            self._start_worker()
-        self._feed()
-        current: dict[int, int] = {}  # worker id -> video index it is on
-        finished: set[int] = set()
-        idle_polls = 0
-        while len(finished) < len(self.paths):
+        if self.threaded:
+            yield from self._thread_events()
+        else:
+            yield from self._pumped(self._process_events())
+
+    def _pumped(self, events: Iterator[tuple]) -> Iterator[tuple]:
+        """``events``, read by a thread into a queue of ``queue_size`` items, so the workers' pipes are drained (and
+        they decode ahead) while the caller is busy with earlier clips; an error of the thread is raised here."""
+        out: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
+
+        def put(item: Any) -> bool:
+            while not self._stop.is_set():
+                try:
+                    out.put(item, timeout=POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def pump() -> None:
             try:
-                msg = self.result_q.get(timeout=POLL_S)
-            except queue.Empty:
-                idle_polls += 1
-                yield from self._check_workers(current, finished, idle_polls)
-                continue
-            idle_polls = 0
-            kind, wid, idx = msg[:3]
-            if kind == "start":
-                current[wid] = idx
-                self._idle_deaths = 0
-                self._queued -= 1
-                self._feed()
-            elif idx in finished:
-                continue  # late output of a worker already declared dead
-            elif kind == "clip":
+                for event in events:
+                    if not put(event):
+                        return
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, who raises it
+                put(_Raised(err))
+            else:
+                put(_END)
+
+        self._pump = threading.Thread(target=pump, daemon=True, name="videoprism-decode-pump")
+        self._pump.start()
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+
+    def _thread_events(self) -> Iterator[tuple]:
+        task_q: Any = queue.Queue()
+        result_q: Any = queue.Queue(maxsize=self.queue_size)
+        for item in enumerate(self.paths):
+            task_q.put(item)
+        task_q.put(None)
+        io = _queue_io(task_q, result_q, lambda: not self._stop.is_set())
+        thread = threading.Thread(
+            target=_decode_loop, args=(*io, self.settings, 0, False), daemon=True, name="videoprism-decode-0"
+        )
+        thread.start()
+        finished = 0
+        while finished < len(self.paths):
+            msg = result_q.get()
+            kind, _, idx = msg[:3]
+            if kind == "clip":
                 yield ("clip", idx, msg[3], msg[4])
             elif kind == "warn":
                 yield ("warn", idx, msg[3])
-            else:
-                current.pop(wid, None)
-                finished.add(idx)
+            elif kind == "abort":
+                raise self._abort(idx, msg[3])
+            elif kind in ("done", "fail"):
+                finished += 1
                 yield ("done", idx) if kind == "done" else ("fail", idx, msg[3])
 
-    def _check_workers(self, current: dict[int, int], finished: set[int], idle_polls: int) -> Iterator[tuple]:
-        if self.threaded:
-            return
-        for wid, proc in list(self.workers.items()):
-            if proc.is_alive() or proc.exitcode == 0:
-                continue
-            del self.workers[wid]
-            idx = current.pop(wid, None)
-            if idx is not None and idx not in finished:
-                finished.add(idx)
-                yield ("fail", idx, f"the decoding process died (exit code {proc.exitcode}) while reading this video")
-            elif idx is None:
-                self._idle_deaths += 1
-                if self._idle_deaths >= 3:
-                    raise DecodingWorkerError(
-                        f"decoding worker processes exit at start-up (exit code {proc.exitcode}). Called from a "
-                        "script? Workers re-import the main module, so put the call under "
-                        "`if __name__ == '__main__':`; or pass workers=0 (--workers 0) to decode in this process"
-                    )
+    def _start_worker(self) -> None:
+        wid = self._next_wid
+        self._next_wid += 1
+        task_recv, task_send = self.ctx.Pipe(duplex=False)
+        result_recv, result_send = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(
+            target=_pipe_worker_process,
+            args=(task_recv, result_send, self.settings, wid),
+            daemon=True,
+            name=f"videoprism-decode-{wid}",
+        )
+        with one_thread_children():
+            proc.start()
+        # The worker's ends live in the worker only: its death then closes them, which this process sees as EOF.
+        task_recv.close()
+        result_send.close()
+        self.workers[wid] = _Worker(proc, task_send, result_recv)
+
+    def _assign(self, pending: deque) -> None:
+        """Gives each worker up to two videos, so a slow video never leaves the others without work; tells the
+        workers with nothing to do that they are done."""
+        for worker in self.workers.values():
+            while len(worker.assigned) < 2 and pending:
+                idx = pending.popleft()
+                try:
+                    worker.tasks.send((idx, self.paths[idx]))
+                except OSError:  # it died: its sentinel reports it, and the video goes back to the others
+                    pending.appendleft(idx)
+                    break
+                worker.assigned.append(idx)
+            if not pending and not worker.assigned and not worker.ended:
+                worker.ended = True
+                with contextlib.suppress(OSError):
+                    worker.tasks.send(None)
+
+    def _process_events(self) -> Iterator[tuple]:
+        pending: deque[int] = deque(range(len(self.paths)))
+        for _ in range(min(self.num_workers, len(self.paths))):
             self._start_worker()
-        if idle_polls > 1 and self._sentinels and not any(p.is_alive() for p in self.workers.values()):
-            # Every worker is gone and the queue stayed empty for a whole poll after that (a worker's last messages
-            # reach the pipe before it exits), so nothing more can arrive: what is unfinished was lost.
-            for idx in range(len(self.paths)):
-                if idx not in finished:
-                    finished.add(idx)
-                    yield ("fail", idx, "lost: a decoding process exited before reading this video")
+        self._assign(pending)
+        remaining = len(self.paths)
+        while remaining and not self._stop.is_set():
+            by_handle: dict[Any, int] = {}
+            for wid, worker in self.workers.items():
+                by_handle[worker.results] = wid
+                by_handle[worker.proc.sentinel] = wid
+            for handle in mp_connection.wait(list(by_handle), timeout=POLL_S):
+                wid = by_handle[handle]
+                worker = self.workers.get(wid)
+                if worker is None:
+                    continue  # already removed this round
+                if handle is worker.results:
+                    try:
+                        msg = worker.results.recv()
+                    except (EOFError, OSError):
+                        msg = None
+                    if msg is not None:
+                        for event in self._on_message(worker, msg):
+                            if event[0] in ("done", "fail"):
+                                remaining -= 1
+                            yield event
+                        self._assign(pending)
+                        continue
+                # The process exited (or its pipe broke): read what it sent before, then account for its videos.
+                events = list(self._drain(worker))
+                events += self._on_death(wid, worker, pending)
+                for event in events:
+                    if event[0] in ("done", "fail"):
+                        remaining -= 1
+                    yield event
+                if remaining and pending:
+                    self._start_worker()
+                self._assign(pending)
+
+    def _on_message(self, worker: _Worker, msg: tuple) -> Iterator[tuple]:
+        kind, _, idx = msg[:3]
+        if kind == "start":
+            worker.started = True
+            self._idle_deaths = 0
+        elif kind == "clip":
+            yield ("clip", idx, msg[3], msg[4])
+        elif kind == "warn":
+            yield ("warn", idx, msg[3])
+        elif kind == "abort":
+            raise self._abort(idx, msg[3])
+        else:
+            worker.assigned.popleft()
+            worker.started = False
+            yield ("done", idx) if kind == "done" else ("fail", idx, msg[3])
+
+    def _abort(self, idx: int, error: str) -> EmbedSettingsError:
+        return EmbedSettingsError(
+            f"{self.paths[idx]!r}: {error}. The run stopped without recording this video: the settings (--num-frames, "
+            "the video processor's size, --workers) ask for more memory than this machine has; lower them and run "
+            "again"
+        )
+
+    def _drain(self, worker: _Worker) -> Iterator[tuple]:
+        """The complete messages still in the pipe of a worker that exited."""
+        while True:
+            try:
+                if not worker.results.poll(0):
+                    return
+                msg = worker.results.recv()
+            except (EOFError, OSError):
+                return
+            yield from self._on_message(worker, msg)
+
+    def _on_death(self, wid: int, worker: _Worker, pending: deque) -> list[tuple]:
+        """Removes an exited worker: fails the video it was reading; the videos it had not begun go back first in
+        line."""
+        worker.proc.join(timeout=5)
+        if worker.proc.is_alive():  # its pipe broke but it runs: stop it
+            worker.proc.kill()
+            worker.proc.join()
+        del self.workers[wid]
+        worker.tasks.close()
+        worker.results.close()
+        events = []
+        if worker.assigned and worker.started:
+            idx = worker.assigned.popleft()
+            how = _death_text(worker.proc.exitcode)
+            events.append(("fail", idx, f"the decoding process died ({how}) while reading this video"))
+        elif worker.assigned or not worker.ended:
+            self._idle_deaths += 1
+            if self._idle_deaths >= 3:
+                raise DecodingWorkerError(
+                    f"decoding worker processes exit at start-up ({_death_text(worker.proc.exitcode)}). Called from "
+                    "a script? Workers re-import the main module, so put the call under "
+                    "`if __name__ == '__main__':`; or pass workers=0 (--workers 0) to decode in this process"
+                )
+        pending.extendleft(reversed(worker.assigned))
+        return events
 
     def close(self) -> None:
-        if self.threaded:
-            self._stop.set()
-            return
-        for proc in self.workers.values():
-            proc.join(timeout=0 if proc.exitcode is not None else 0.2)
-            if proc.is_alive():
-                proc.terminate()
-        for proc in self.workers.values():
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        self.task_q.cancel_join_thread()
-        self.task_q.close()
-        self.result_q.close()
+        self._stop.set()
+        if self._pump is not None:
+            self._pump.join()  # it stops within a poll; then only this thread touches the workers
+        for worker in self.workers.values():
+            worker.proc.join(timeout=0 if worker.proc.exitcode is not None else 0.2)
+            if worker.proc.is_alive():
+                worker.proc.terminate()
+        for worker in self.workers.values():
+            worker.proc.join(timeout=5)
+            if worker.proc.is_alive():
+                worker.proc.kill()
+                worker.proc.join()
+            worker.tasks.close()
+            worker.results.close()
+        self.workers.clear()
 
     def __enter__(self) -> DecodePool:
         return self

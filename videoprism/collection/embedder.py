@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._sources import ModelSource, resolve_source
-from ..errors import EmbedSettingsError
+from ..errors import CheckpointError, EmbedSettingsError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -26,6 +26,7 @@ __all__ = [
     "VideoEmbedder",
     "load_processor",
     "load_video_embedder",
+    "require_finite",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -184,3 +185,14 @@ def load_video_embedder(
     loaded = load_model(model, device=resolve_device(device), dtype=resolve_dtype(dtype))
     size = (processor.size["height"], processor.size["width"])
     return VideoEmbedder(loaded, processor.num_frames, size), processor
+
+
+def require_finite(values: np.ndarray | torch.Tensor, model: str | os.PathLike[str], what: str) -> None:
+    """Raises `CheckpointError` naming ``model`` when ``values`` (its ``what``) hold NaN or infinite numbers: a model
+    whose weights are damaged would otherwise store or print NaN for every video."""
+    finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
+    if not bool(finite):
+        raise CheckpointError(
+            f"model {os.fspath(model)} gives NaN or infinite {what}: its weights are damaged (NaN or infinite "
+            "values); download or convert the checkpoint again"
+        )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import VideoInputNotFoundError
 from ..store import file_key
-from ..video_io import is_url
+from ..video_io import is_url, not_a_file_reason
 
 __all__ = ["VIDEO_EXTENSIONS", "expand_inputs", "resume_key"]
 
@@ -50,6 +50,8 @@ def _expand_item(item: str, base: Path | None, where: str) -> list[str]:
         return [os.path.abspath(path)]
     if path.is_dir():
         return _scan_folder(path)
+    if os.path.lexists(path):  # there is something, but no file or folder: say what
+        raise VideoInputNotFoundError(f"{where}: {path} is {not_a_file_reason(path)}")
     if _GLOB_CHARS.search(item):
         out = []
         for match in sorted(glob.glob(str(path), recursive=True)):

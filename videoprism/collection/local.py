@@ -23,9 +23,16 @@ import torch
 from .._sources import resolve_source
 from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
-from .clips import ClipSettings
+from ..video_io import URL_TIMEOUT_S
+from .clips import MAX_CLIP_BYTES, ClipSettings
 from .decode_pool import DecodePool, default_workers
-from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder
+from .embedder import (
+    DEFAULT_MODEL,
+    VideoEmbedder,
+    load_processor,
+    load_video_embedder,
+    require_finite,
+)
 from .pipeline import (
     EmbedSummary,
     VideoKey,
@@ -63,6 +70,8 @@ def embed_videos(
     progress_interval: float = 10.0,
     queue_size: int | None = None,
     thumbnails: bool = True,
+    network_timeout: float = URL_TIMEOUT_S,
+    max_clip_bytes: int = MAX_CLIP_BYTES,
 ) -> EmbedSummary:
     """Embeds videos into a store (created if needed), skipping those it already holds.
 
@@ -94,6 +103,8 @@ def embed_videos(
         queue_size: Pre-processed clips that may wait for the model (default ``2 * batch_size``).
         thumbnails: Write a poster JPEG per video and per window into ``STORE/thumbs`` (see
             `videoprism.collection.thumbnails`), made from the frames decoded for the model.
+        network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
+        max_clip_bytes: Refuse settings (``num_frames`` x frame size) whose clips take more bytes than this.
 
     Returns:
         An `EmbedSummary`.
@@ -117,6 +128,16 @@ def embed_videos(
     store = os.fspath(store)
     summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
     processor = load_processor(source, num_frames)
+    # Before the store is touched: settings that cannot work abort the run, never fail each video.
+    settings = ClipSettings(
+        processor.to_dict(),
+        processor.num_frames,
+        window,
+        stride,
+        posters=thumbnails,
+        network_timeout=network_timeout,
+        max_clip_bytes=max_clip_bytes,
+    )
     embedder = None
     existed = (Path(store) / MANIFEST_NAME).is_file()
     if existed:
@@ -137,9 +158,8 @@ def embed_videos(
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            settings = ClipSettings(processor.to_dict(), embedder.num_frames, window, stride, posters=thumbnails)
             _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
-                 progress_interval)  # fmt: skip
+                 progress_interval, model)  # fmt: skip
         if compact:
             writer.compact()
     return summary
@@ -157,6 +177,7 @@ def _run(
     queue_size: int | None,
     progress: bool | str,
     progress_interval: float,
+    model: str | os.PathLike[str],
 ) -> None:
     """The decode -> embed -> write loop of `embed_videos`."""
     windowed = settings.window is not None
@@ -170,6 +191,7 @@ def _run(
         if pending:
             pixels = torch.from_numpy(np.stack([p for _, _, p in pending]))
             embeds, frame_embeds = embedder(pixels, frames=frames)
+            require_finite(embeds, model, "video embeddings")
             records = [store_record(keys[idx], meta) for idx, meta, _ in pending]
             pooled_records, pooled = [], []
             for (idx, meta, _), emb in zip(pending, embeds, strict=True):

@@ -57,7 +57,8 @@ import numpy as np
 from .._sources import ModelSource, resolve_source
 from ..errors import EmbedSettingsError, RayNotInstalledError
 from ..store import MANIFEST_NAME, EmbeddingStore
-from .clips import ClipSettings
+from ..video_io import URL_TIMEOUT_S
+from .clips import MAX_CLIP_BYTES, ClipSettings
 from .decode_pool import POLL_S, decoding_worker_process, one_thread_children
 from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, resolve_dtype
 from .pipeline import (
@@ -161,7 +162,7 @@ class _IsolatedDecoder:
             elif kind == "warn":
                 yield ("warn", msg[3])
             else:
-                if kind == "fail":
+                if kind in ("fail", "abort"):  # abort: out of memory (the settings ask too much); fails this video
                     yield ("fail", msg[3])
                 return
 
@@ -333,6 +334,8 @@ def embed_videos_ray(
     compact: bool = True,
     progress: bool | str = "auto",
     progress_interval: float = 10.0,
+    network_timeout: float = URL_TIMEOUT_S,
+    max_clip_bytes: int = MAX_CLIP_BYTES,
 ) -> EmbedSummary:
     """Embeds videos into a store on a Ray cluster, skipping those it already holds; like `embed_videos`.
 
@@ -363,6 +366,8 @@ def embed_videos_ray(
         compact: Compact the store at the end (one shard, one metadata file).
         progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
         progress_interval: Seconds between progress lines.
+        network_timeout: Seconds a URL input may take to connect and to send each piece of data (see `read_video`).
+        max_clip_bytes: Refuse settings (``num_frames`` x frame size) whose clips take more bytes than this.
 
     Returns:
         An `EmbedSummary`; ``seconds`` covers the Ray pipeline (actor start-up and model loading included).
@@ -395,6 +400,15 @@ def embed_videos_ray(
     store = os.fspath(store)
     summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
     processor = load_processor(source, num_frames)
+    # Before the store is touched: settings that cannot work abort the run, never fail each video.
+    settings = ClipSettings(
+        processor.to_dict(),
+        processor.num_frames,
+        window,
+        stride,
+        network_timeout=network_timeout,
+        max_clip_bytes=max_clip_bytes,
+    )
     with _LazyWriter(store, model_id) as lazy:
         if lazy.writer is not None:
             check_settings(lazy.writer, processor.num_frames, window, stride)
@@ -402,7 +416,6 @@ def embed_videos_ray(
         if failures:
             lazy.write_failures(failures)
         if keys:
-            settings = ClipSettings(processor.to_dict(), processor.num_frames, window, stride)
             actor_args = {"model": source, "device": device, "dtype": dtype, "num_frames": num_frames,
                           "frames": frames, "cpu_threads": max(1, round(num_cpus))}  # fmt: skip
             _run(ray, address, lazy, keys, settings, actor_args, summary, batch_size, num_gpus_per_worker, num_cpus,

@@ -15,21 +15,67 @@ import torch
 
 from .._sources import ModelSource, resolve_source
 from ..auto import load_model
-from ..errors import EmbedSettingsError
+from ..errors import EmbedSettingsError, EmptyStoreError, SourceNotFoundError, StoreMismatchError
 from ..store import SearchHit, StoreReader, open_store
+from ..store.format import KINDS
 from ..video_io import read_video
 from .clips import clip_pixels
 from .embedder import DEFAULT_MODEL, load_video_embedder, resolve_device, resolve_dtype
 
-__all__ = ["embed_text", "search_text", "search_video"]
+__all__ = ["embed_text", "model_width", "search_text", "search_video"]
+
+
+def model_width(source: ModelSource) -> int | None:
+    """The embedding width of a model source, read from its config (or a safetensors header) without loading its
+    weights; None when that cannot be told without downloading or loading them."""
+    import json
+
+    from ..configuration import PRESETS, VideoPrismConfig, load_config_dict
+
+    text = source.path or source.repo_id
+    path = os.path.expanduser(text)
+    config = None
+    try:
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+            with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+                config = load_config_dict(json.load(f))
+        elif os.path.isfile(path) and os.path.isfile(os.path.join(os.path.dirname(path), "config.json")):
+            with open(os.path.join(os.path.dirname(path), "config.json"), encoding="utf-8") as f:
+                config = load_config_dict(json.load(f))
+        elif os.path.isfile(path) and path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, "pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    if key.endswith("patch_embeddings.projection.bias"):
+                        return int(f.get_slice(key).get_shape()[0])
+            return None
+        elif (preset := next((p for p in PRESETS.values() if text in (p.name, p.repo_id)), None)) is not None:
+            config = preset.config()
+    except (OSError, ValueError, TypeError):
+        return None  # unreadable here: loading the model reports it
+    if config is None:
+        return None
+    return int((config.vision_config if isinstance(config, VideoPrismConfig) else config).hidden_size)
 
 
 def _query_model(reader: StoreReader, model: str | os.PathLike[str] | ModelSource | None) -> ModelSource:
-    """The model to embed queries with, resolved once: ``model``, else the store's; warns when they differ."""
+    """The model to embed queries with, resolved once: ``model``, else the store's; warns when they differ. Refuses,
+    before any weights are loaded, a model whose embedding width differs from the store's, and a store model that is
+    gone."""
     if model is None:
-        return resolve_source(reader.model_id)
+        recorded = reader.model_id
+        if os.path.isabs(recorded) and not os.path.exists(recorded):
+            raise SourceNotFoundError(
+                f"store {reader.path} was embedded with the model at {recorded}, which no longer exists (moved or "
+                "deleted?); pass its new location with --model (model= in Python)"
+            )
+        source = resolve_source(recorded)
+        _check_width(reader, source)
+        return source
+    recorded_gone = os.path.isabs(reader.model_id) and not os.path.exists(reader.model_id)  # moved: no warning
     source = resolve_source(model)
-    if source.model_id != reader.model_id:
+    if source.model_id != reader.model_id and not recorded_gone:
         import warnings
 
         warnings.warn(
@@ -37,7 +83,33 @@ def _query_model(reader: StoreReader, model: str | os.PathLike[str] | ModelSourc
             "compares embeddings of two models, which is only meaningful if they share an embedding space",
             stacklevel=3,
         )
+    _check_width(reader, source)
     return source
+
+
+def _check_kind(reader: StoreReader, kind: str | Sequence[str] | None) -> None:
+    """Refuses a ``kind`` filter that no row of the store matches (the search would silently find nothing)."""
+    import pyarrow.compute as pc
+
+    if kind is None or not len(reader):
+        return
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    if not set(kinds) <= set(KINDS):
+        return  # the search names the unknown kind
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(reader.metadata["kind"]).to_pylist()}
+    if not any(counts.get(k) for k in kinds):
+        holds = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        hint = " (window and video rows come from embedding with --window)" if {"window", "video"} & set(kinds) else ""
+        raise EmptyStoreError(f"store {reader.path} has no {' or '.join(kinds)} rows; it holds {holds} rows{hint}")
+
+
+def _check_width(reader: StoreReader, model: ModelSource) -> None:
+    width = model_width(model)
+    if width is not None and width != reader.dim:
+        raise StoreMismatchError(
+            f"store {reader.path} holds {reader.dim}-d embeddings, but model {model} gives {width}-d ones; "
+            f"query it with the model it was embedded with ({reader.model_id})"
+        )
 
 
 def _store_num_frames(reader: StoreReader) -> int | None:
@@ -103,6 +175,7 @@ def search_text(
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query must be a non-empty text, got {query!r}")
     reader = open_store(store)
+    _check_kind(reader, kind)
     source = _query_model(reader, model)
     text_model = load_model(source, device=resolve_device(device), dtype=resolve_dtype(dtype))
     return reader.search(embed_text(text_model, source, [query])[0], k, kind)
@@ -138,6 +211,7 @@ def search_video(
         videoprism.errors.VideoDecodeError: The query video cannot be decoded.
     """
     reader = open_store(store)
+    _check_kind(reader, kind)
     source = _query_model(reader, model)
     frames = num_frames or _store_num_frames(reader)
     embedder, processor = load_video_embedder(source, device=device, dtype=dtype, num_frames=frames)

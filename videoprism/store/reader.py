@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -110,16 +111,17 @@ class StoreReader:
         pin = len(extent) <= MAX_OPEN_SHARDS
         for name, needed in extent.items():
             try:
+                # The header first: np.load takes a file without the .npy magic for a pickle and says so.
+                shape, dtype = read_npy_header(self.path / name)
                 if pin:
-                    arr = np.load(self.path / name, mmap_mode="r")
-                    shape, dtype = arr.shape, arr.dtype
-                    self._pinned[name] = arr
-                else:
-                    shape, dtype = read_npy_header(self.path / name)
+                    self._pinned[name] = np.load(self.path / name, mmap_mode="r")
             except FileNotFoundError as e:
                 raise FileVanished(str(self.path / name)) from e
-            except (OSError, ValueError) as e:
-                raise StoreCorruptedError(f"cannot read shard {self.path / name}: {e}") from e
+            except (OSError, ValueError, EOFError) as e:
+                raise StoreCorruptedError(
+                    f"shard {self.path / name} is not a valid .npy file ({e}); the store is damaged: restore it from "
+                    "a backup, or embed the videos into a new store"
+                ) from e
             want_ndim = 3 if name.endswith(".frames.npy") else 2
             if dtype != np.float16 or len(shape) != want_ndim or shape[-1] != self.dim or shape[0] < needed:
                 raise StoreCorruptedError(
@@ -236,8 +238,32 @@ class StoreReader:
         self._check_searchable(k)
         q, single = prepare_queries(queries, self.dim)
         mask = _kind_mask(self.metadata, kind)
-        scores, rows = exact_topk(self._iter_embeddings(), q, int(k), mask, int(block_rows), kernel, self._workspace)
+        bad: list[int] = []
+        scores, rows = exact_topk(
+            self._iter_embeddings(), q, int(k), mask, int(block_rows), kernel, self._workspace, bad_rows=bad
+        )
+        if bad:
+            warnings.warn(self._damaged_rows_text(bad), RuntimeWarning, stacklevel=2)
         return (scores[0], rows[0]) if single else (scores, rows)
+
+    def _damaged_rows_text(self, bad: list[int]) -> str:
+        """Names the shards and shard rows behind global rows ``bad`` (which hold NaN or infinite values)."""
+        where: dict[str, list[int]] = {}
+        starts = [seg.start for seg in self._emb_segments]
+        for row in bad:
+            seg = self._emb_segments[int(np.searchsorted(starts, row, side="right")) - 1]
+            where.setdefault(str(seg.shard), []).append(seg.row + row - seg.start)
+        parts = []
+        for shard, shard_rows in where.items():
+            shown = ", ".join(map(str, shard_rows[:10])) + (
+                f", ... ({len(shard_rows)} rows)" if len(shard_rows) > 10 else ""
+            )
+            parts.append(f"{self.path / shard} rows {shown}")
+        return (
+            f"store {self.path}: embeddings hold NaN or infinite values (damaged files), left out of the results: "
+            + "; ".join(parts)
+            + ". Restore the store from a backup, or embed those videos into a new store"
+        )
 
     def search(
         self,

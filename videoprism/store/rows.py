@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import StoreCorruptedError, StoreError
 
 MAX_OPEN_SHARDS = 32  # shards a view keeps memory-mapped at a time
 CHUNK_ROWS = 1 << 16  # rows per copy when compacting or building a Lance table
@@ -90,6 +90,11 @@ class ConcatenatedRows:
                     f"{self._root / name} was removed (by a compaction) after this reader was opened; reopen the "
                     f"store with open_store"
                 ) from None
+            except (ValueError, EOFError) as err:  # without the .npy magic, np.load takes the file for a pickle
+                raise StoreCorruptedError(
+                    f"shard {self._root / name} is not a valid .npy file; the store is damaged: restore it from a "
+                    "backup, or embed the videos into a new store"
+                ) from err
             while len(self._open) >= MAX_OPEN_SHARDS:
                 self._open.popitem(last=False)
         self._open[name] = arr

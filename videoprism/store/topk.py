@@ -112,6 +112,7 @@ def exact_topk(
     block_rows: int,
     kernel: str,
     workspace: Workspace,
+    bad_rows: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows by inner product for unit-norm float32 ``queries`` (Q, D); returns (scores, rows), (Q, k').
 
@@ -123,6 +124,8 @@ def exact_topk(
         block_rows: Rows scored per step.
         kernel: "torch", "numpy" or "auto" (torch if importable).
         workspace: Scratch buffers of the calling thread.
+        bad_rows: If given, the rows whose scores are NaN or infinite (damaged data) are appended to it; such rows
+            are never returned.
     """
     if kernel not in ("auto", "torch", "numpy"):
         raise ValueError(f"unknown kernel {kernel!r}; expected 'auto', 'torch' or 'numpy'")
@@ -135,14 +138,24 @@ def exact_topk(
         block_rows = max(1, min(block_rows, _MAX_SCORES // n_q))  # bounds the (Q, block) score matrix
         cand_scores: list[np.ndarray] = []
         cand_rows: list[np.ndarray] = []
+        n_bad = 0  # candidate rows (those the mask lets through) left out for non-finite scores
         for seg_start, arr in segments:
             for s in range(0, len(arr), block_rows):
                 m = min(len(arr), s + block_rows) - s
                 out = workspace.get("scores", (n_q, m))  # (Q, rows): the partition below runs along contiguous memory
                 fn(arr[s : s + m], q, out, workspace)
                 g0 = seg_start + s
+                bad = ~np.isfinite(out).all(axis=0)  # a NaN or infinite value in the row (unit rows score in [-1, 1])
                 if mask is not None:
-                    out[:, ~mask[g0 : g0 + m]] = -np.inf
+                    keep = mask[g0 : g0 + m]
+                    out[:, ~keep] = -np.inf
+                    bad &= keep
+                if bad.any():
+                    out[:, bad] = -np.inf
+                    found = np.flatnonzero(bad) + g0
+                    n_bad += len(found)
+                    if bad_rows is not None:
+                        bad_rows.extend(found.tolist())
                 if k < m:
                     idx = np.argpartition(out, m - k, axis=1)[:, m - k :]
                     cand_scores.append(np.take_along_axis(out, idx, axis=1))
@@ -154,7 +167,7 @@ def exact_topk(
         return np.empty((n_q, 0), np.float32), np.empty((n_q, 0), np.int64)
     scores = np.concatenate(cand_scores, axis=1)
     rows = np.concatenate(cand_rows, axis=1).astype(np.int64)
-    k_eff = min(k, scores.shape[1] if mask is None else int(mask.sum()))
+    k_eff = min(k, (scores.shape[1] if mask is None else int(mask.sum())) - n_bad)
     order = np.lexsort((rows, -scores), axis=-1)[:, :k_eff]  # ties: lower row (= lower id) first
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 

@@ -129,7 +129,14 @@ class EmbeddingStore:
                 raise StoreError(f"{root} exists and is not a folder; choose another store path")
             if root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()):
                 if (root / META_DIR).is_dir() or (root / SHARDS_DIR).is_dir():
-                    read_manifest(root)  # store data without a manifest: raises StoreCorruptedError
+                    # Store folders without a manifest: another process may be creating the store right now (it
+                    # holds the lock until its manifest is written); otherwise the store is incomplete.
+                    fd = cls._lock(root)  # raises StoreLockedError while the creator holds it
+                    if fd is not None:
+                        os.close(fd)
+                    if manifest_path(root).is_file():  # created in the meantime
+                        return cls.open(root, model_id, dim, create)
+                    read_manifest(root)  # raises StoreCorruptedError
                 raise StoreError(f"{root} is a non-empty folder that is not an embedding store; use an empty folder")
             if model_id is None or dim is None:
                 raise StoreError(f"creating a store at {root} needs model_id and dim")
