@@ -187,12 +187,12 @@ def load_video_embedder(
     return VideoEmbedder(loaded, processor.num_frames, size), processor
 
 
-def require_finite(values: np.ndarray | torch.Tensor, model: str | os.PathLike[str], what: str) -> None:
+def require_finite(values: np.ndarray | torch.Tensor, model: str | os.PathLike[str] | ModelSource, what: str) -> None:
     """Raises `CheckpointError` naming ``model`` when ``values`` (its ``what``) hold NaN or infinite numbers: a model
     whose weights are damaged would otherwise store or print NaN for every video."""
     finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
     if not bool(finite):
         raise CheckpointError(
-            f"model {os.fspath(model)} gives NaN or infinite {what}: its weights are damaged (NaN or infinite "
+            f"model {model} gives NaN or infinite {what}: its weights are damaged (NaN or infinite "
             "values); download or convert the checkpoint again"
         )
