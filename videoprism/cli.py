@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import signal
 import sys
 import threading
 
 from . import errors
-from .collection.embedder import DTYPES
+from ._text import printable
 from .errors import UsageError
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some videos failed; the others were processed
 EXIT_USAGE = 2  # a usage or input error: nothing was done
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # the reader of the output went away (128 + SIGPIPE), e.g. `videoprism search ... | head -1`
+
+# Weight dtype names (`videoprism.collection.embedder.DTYPES`), spelled here so that parsing needs no torch import.
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# Most decoding processes a run starts: each imports torch and holds a decoded video.
+MAX_WORKERS = max(1, os.cpu_count() or 1)
 
 # Exit code of each error a command may end with, most specific first. Every public exception (videoprism.errors)
 # means the inputs, model or store could not be used as asked; so do the built-in errors that input checks raise.
@@ -33,11 +41,16 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.DecodingWorkerError, EXIT_USAGE),
     (errors.RayNotInstalledError, EXIT_USAGE),
     (errors.VideoDecodeError, EXIT_USAGE),
+    (errors.DeviceError, EXIT_USAGE),
+    (errors.TextInputError, EXIT_USAGE),
+    (errors.WriteError, EXIT_USAGE),
     (FileNotFoundError, EXIT_USAGE),
+    (PermissionError, EXIT_USAGE),
     (ValueError, EXIT_USAGE),
 )
 EXIT_CODES_HELP = (
-    "exit codes: 0 ok, 1 some videos failed (the others were processed), 2 usage or input error, 130 interrupted"
+    "exit codes: 0 ok, 1 some videos failed (the others were processed), 2 usage, input or output error "
+    "(disk full, read-only folder), 130 interrupted, 141 output closed early (| head)"
 )
 
 
@@ -51,13 +64,12 @@ def exit_code(error: BaseException) -> int | None:
 
 def _config_arg(value: str | None):
     """A preset name passes through; a path is read as a config.json."""
-    from .configuration import PRESETS, load_config_dict
+    from .configuration import PRESETS, read_config_file
 
     if value is None or value in PRESETS:
         return value
     try:
-        with open(value, encoding="utf-8") as f:
-            return load_config_dict(json.load(f))
+        return read_config_file(value)
     except OSError as err:
         raise UsageError(f"--config {value!r} is neither a preset ({', '.join(PRESETS)}) nor a readable file") from err
 
@@ -80,10 +92,18 @@ def _cmd_info(args) -> int:
 
 def _cmd_convert(args) -> int:
     from .auto import load_model
+    from .collection.embedder import DTYPES
 
+    out = args.out_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"output folder {printable(out)} exists and is not a folder; give a new or existing folder")
     model = load_model(args.source, config=_config_arg(args.config), revision=args.revision, dtype=DTYPES[args.dtype])
-    model.save_pretrained(args.out_dir)
-    print(f"wrote {type(model).__name__} ({model.num_parameters():,} parameters) to {args.out_dir}")
+    try:
+        model.save_pretrained(out)
+    except OSError as err:
+        reason = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or str(err)
+        raise errors.WriteError(err.errno, f"cannot write the converted model to {printable(out)}: {reason}") from err
+    print(f"wrote {type(model).__name__} ({model.num_parameters():,} parameters) to {printable(out)}")
     return EXIT_OK
 
 
@@ -102,9 +122,20 @@ def _positive(kind: type) -> object:
 
 
 def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return int(text)
+
+
+def _workers(value: int | None) -> int | None:
+    """``--workers``, capped at `MAX_WORKERS` (with a note on stderr when capped)."""
+    if value is not None and value > MAX_WORKERS:
+        print(
+            f"videoprism: --workers {value} is more than the {MAX_WORKERS} CPU cores; using {MAX_WORKERS}",
+            file=sys.stderr,
+        )
+        return MAX_WORKERS
+    return value
 
 
 def _cmd_embed(args) -> int:
@@ -141,7 +172,7 @@ def _cmd_embed(args) -> int:
                 **options,
             )
         else:
-            summary = embed_videos(args.inputs, args.out, args.model, workers=args.workers, **options)
+            summary = embed_videos(args.inputs, args.out, args.model, workers=_workers(args.workers), **options)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -149,16 +180,17 @@ def _cmd_embed(args) -> int:
         rate = f", {summary.clips_per_second:.2f} clips/s" if summary.clips else ""
         print(
             f"embedded {summary.embedded} of {summary.videos} videos ({summary.clips} clips{rate}) into "
-            f"{summary.store}; skipped {summary.skipped} already stored; {summary.failed} failed"
+            f"{printable(summary.store)}; skipped {summary.skipped} already stored; {summary.failed} failed"
         )
         if summary.skipped_failed:
             print(
                 f"({summary.skipped_failed} skipped videos failed in an earlier run; --retry-failed tries them again)"
             )
         for path, message in summary.warnings:
-            print(f"warning: {path}: {message}", file=sys.stderr)
-    for path, error in summary.failures:
-        print(failure_message(path, error), file=sys.stderr)
+            print(f"warning: {printable(path)}: {printable(message)}", file=sys.stderr)
+    if args.quiet:  # otherwise the progress report listed each failure as it happened
+        for path, error in summary.failures:
+            print(failure_message(path, error), file=sys.stderr)
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
@@ -198,7 +230,7 @@ def _cmd_search(args) -> int:
         return EXIT_OK
     print(f"{'rank':>4}  {'score':>7}  {'window':<16}  path")
     for row, hit in zip(rows, hits, strict=True):
-        print(f"{row['rank']:>4}  {row['score']:>7.4f}  {_window_text(hit.metadata):<16}  {row['path']}")
+        print(f"{row['rank']:>4}  {row['score']:>7.4f}  {_window_text(hit.metadata):<16}  {printable(row['path'])}")
     return EXIT_OK
 
 
@@ -206,17 +238,38 @@ def _labels(args) -> list[str]:
     if args.labels is not None:
         labels = [label.strip() for label in args.labels.split(",")]
     else:
+        name = printable(args.labels_file)
         try:
             with open(args.labels_file, encoding="utf-8") as f:
                 labels = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
         except OSError as err:
-            raise UsageError(f"cannot read --labels-file {args.labels_file!r} ({err})") from err
+            raise UsageError(f"cannot read --labels-file {name} ({err.strerror or err})") from err
+        except UnicodeDecodeError as err:
+            raise UsageError(
+                f"--labels-file {name} is not UTF-8 text (byte {err.start}); give a text file of one label per line"
+            ) from err
+        if any("\0" in label for label in labels):
+            raise UsageError(f"--labels-file {name} holds NUL bytes: it is binary; give one label per line")
     labels = [label for label in labels if label]
+    for label in labels:
+        _check_text(label, "label")
     if len(labels) < 2:
         raise UsageError(f"zero-shot classification needs at least two labels, got {labels}")
     if len(set(labels)) != len(labels):
         raise UsageError(f"labels repeat: {sorted({x for x in labels if labels.count(x) > 1})}")
     return labels
+
+
+def _check_text(text: str, what: str) -> None:
+    """Refuses a text argument with bytes that are not UTF-8 (they arrive as lone surrogates) or control characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UsageError(
+            f"{what} {printable(text)} is not valid UTF-8 (byte {printable(text[err.start])} at {err.start})"
+        ) from None
+    if any(not c.isprintable() for c in text):
+        raise UsageError(f"{what} {printable(text)} holds control characters; remove them")
 
 
 def _cmd_classify(args) -> int:
@@ -225,10 +278,11 @@ def _cmd_classify(args) -> int:
     from .zero_shot_metadata import TEMPLATE_ENSEMBLES
 
     labels = _labels(args)
-    if args.templates not in TEMPLATE_ENSEMBLES and "{}" not in args.templates:
+    _check_text(args.templates, "--templates")
+    if args.templates not in TEMPLATE_ENSEMBLES and args.templates.count("{}") != 1:
         raise UsageError(
             f"--templates {args.templates!r} is neither an ensemble ({', '.join(TEMPLATE_ENSEMBLES)}) nor a template "
-            "with {} where the label goes"
+            "with exactly one {} where the label goes"
         )
     results = classify_video_files(
         args.videos,
@@ -238,7 +292,7 @@ def _cmd_classify(args) -> int:
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=_workers(args.workers),
         num_frames=args.num_frames,
     )
     ok = [r for r in results if r.error is None]
@@ -246,7 +300,7 @@ def _cmd_classify(args) -> int:
         print(json.dumps([r.to_dict() for r in ok], indent=2))
     else:
         for r in ok:
-            print(r.video)
+            print(printable(r.video))
             for label, p in r.labels[: args.top_k]:
                 print(f"  {p:7.4f}  {label}")
     for r in results:
@@ -284,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source_args(convert)
     convert.add_argument("out_dir", help="folder to write")
-    convert.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    convert.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     convert.set_defaults(run=_cmd_convert)
 
     def model_args(p, default_model: str | None):
@@ -297,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"preset name, hub repo id, local folder, .npz or .safetensors file (default: {default_model})",
             )
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-        p.add_argument("--dtype", choices=list(DTYPES), default=None, help="weights dtype (default: float32)")
+        p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: float32)")
 
     def decode_args(p):
         p.add_argument("--batch-size", type=_positive(int), default=8, help="clips per forward pass (default: 8)")
@@ -305,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=_non_negative_int,
             default=None,
-            help="decoding processes (0: decode in a thread; default: one per spare core, at most 8)",
+            help=f"decoding processes (0: decode in a thread; default: one per spare core, at most 8; at most "
+            f"{MAX_WORKERS}, the CPU cores)",
         )
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
 
@@ -389,21 +444,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs a command; returns its exit code (see `EXIT_CODES`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a message with undecodable bytes must not end in a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    command = "videoprism"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"videoprism {args.command}"
+        if getattr(args, "query", None) is not None:
+            _check_text(args.query, "query")
         return args.run(args)
     except KeyboardInterrupt:
-        print(f"videoprism {args.command}: interrupted; what was written is kept (re-run to resume)", file=sys.stderr)
+        kept = "; what was written is kept (re-run to resume)" if command == "videoprism embed" else ""
+        print(f"{command}: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _broken_pipe()
     except Exception as err:
         code = exit_code(err)
         if code is None:
             raise
         if isinstance(err, UsageError):
             parser.error(str(err))  # prints the usage line and exits with 2
-        print(f"videoprism {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {printable(str(err))}", file=sys.stderr)
         return code
+
+
+def _broken_pipe() -> int:
+    """Exits quietly when the reader of stdout went away (``| head``), as Unix tools do: no traceback, and no
+    second error when Python flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -24,12 +24,20 @@ from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from .clips import ClipSettings
 from .decode_pool import DecodePool, default_workers
-from .embedder import DEFAULT_MODEL, VideoEmbedder, load_processor, load_video_embedder, model_id_for
+from .embedder import (
+    DEFAULT_MODEL,
+    VideoEmbedder,
+    load_processor,
+    load_video_embedder,
+    model_id_for,
+    resolve_device,
+)
 from .pipeline import (
     EmbedSummary,
     VideoKey,
     VideoState,
     add_clip,
+    add_warning,
     check_settings,
     checked_inputs,
     failure_row,
@@ -105,6 +113,7 @@ def embed_videos(
             raise EmbedSettingsError(f"{name} must be a positive integer, got {value!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
+    resolve_device(device)  # an unusable device fails before any work
     paths = checked_inputs(inputs, window, stride)
 
     model_id = model_id_for(model)
@@ -198,7 +207,7 @@ def _run(
                     else:
                         bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
                 elif kind == "warn":
-                    summary.warnings.append((keys[idx][0], event[2]))
+                    add_warning(summary, keys[idx][0], event[2])
             flush()
     finally:
         summary.seconds = time.perf_counter() - t0

@@ -27,6 +27,7 @@ __all__ = [
     "VideoKey",
     "VideoState",
     "add_clip",
+    "add_warning",
     "check_settings",
     "checked_inputs",
     "failure_message",
@@ -139,6 +140,16 @@ def store_record(key: VideoKey, meta: dict[str, Any]) -> dict[str, Any]:
 def failure_message(path: str, error: str) -> str:
     """The line that reports a failed video: ``failed: PATH: ERROR`` (the path once, if the error names it)."""
     return f"failed: {error if error.startswith(path) else f'{path}: {error}'}"
+
+
+def add_warning(summary: EmbedSummary, path: str, message: str) -> None:
+    """Records a decoder warning of a video, once per video: its first warning (each window of a video reads the
+    same file and would repeat it), without the path the message may start with (the report prints it)."""
+    if any(seen == path for seen, _ in summary.warnings):
+        return
+    for prefix in (f"{path}: ", f"{path!r}: "):
+        message = message.removeprefix(prefix)
+    summary.warnings.append((path, message))
 
 
 def failure_row(key: VideoKey, error: str, summary: EmbedSummary, bar: Progress | None = None) -> dict[str, Any]:

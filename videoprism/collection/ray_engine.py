@@ -64,6 +64,7 @@ from .pipeline import (
     VideoKey,
     VideoState,
     add_clip,
+    add_warning,
     check_settings,
     checked_inputs,
     failure_row,
@@ -551,7 +552,8 @@ def _write_results(
             for i, (idx, kind, meta_json, error, warned) in enumerate(
                 zip(batch["idx"].tolist(), batch["kind"], batch["meta"], batch["error"], batch["warnings"], strict=True)
             ):
-                summary.warnings.extend((keys[idx][0], message) for message in json.loads(str(warned)))
+                for message in json.loads(str(warned)):
+                    add_warning(summary, keys[idx][0], message)
                 if kind == "note" or idx in failed:
                     continue  # warnings only, or a clip of a video that failed later, arriving after its failure row
                 if kind == "fail":
