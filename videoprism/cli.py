@@ -266,7 +266,8 @@ def _check_text(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise UsageError(
-            f"{what} {printable(text)} is not valid UTF-8 (byte {printable(text[err.start])} at {err.start})"
+            f"{what} {printable(text)} is not valid UTF-8 (byte {printable(text[err.start])} at position "
+            f"{err.start}); pass UTF-8 text"
         ) from None
     if any(not c.isprintable() for c in text):
         raise UsageError(f"{what} {printable(text)} holds control characters; remove them")
@@ -275,15 +276,19 @@ def _check_text(text: str, what: str) -> None:
 def _cmd_classify(args) -> int:
     from .collection import classify_video_files
     from .collection.pipeline import failure_message
+    from .zero_shot import checked_templates
     from .zero_shot_metadata import TEMPLATE_ENSEMBLES
 
     labels = _labels(args)
     _check_text(args.templates, "--templates")
-    if args.templates not in TEMPLATE_ENSEMBLES and args.templates.count("{}") != 1:
-        raise UsageError(
-            f"--templates {args.templates!r} is neither an ensemble ({', '.join(TEMPLATE_ENSEMBLES)}) nor a template "
-            "with exactly one {} where the label goes"
-        )
+    if args.templates not in TEMPLATE_ENSEMBLES:
+        try:
+            checked_templates(args.templates)
+        except errors.TextInputError as err:
+            raise UsageError(
+                f"--templates {args.templates!r} is neither an ensemble ({', '.join(TEMPLATE_ENSEMBLES)}) nor a "
+                f"template with exactly one {{}} where the label goes ({err})"
+            ) from None
     results = classify_video_files(
         args.videos,
         labels,
@@ -329,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source_args(info)
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(run=_cmd_info)
+    info.set_defaults(run=_cmd_info, parser=info)
 
     convert = commands.add_parser(
         "convert",
@@ -339,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     source_args(convert)
     convert.add_argument("out_dir", help="folder to write")
     convert.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
-    convert.set_defaults(run=_cmd_convert)
+    convert.set_defaults(run=_cmd_convert, parser=convert)
 
     def model_args(p, default_model: str | None):
         if default_model is None:
@@ -394,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--address", help="Ray cluster: auto, ray://HOST:PORT; default: a local Ray instance")
     embed.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray inference actor")
     embed.add_argument("--concurrency", type=_positive(int), help="Ray inference actors (default: as many as fit)")
-    embed.set_defaults(run=_cmd_embed)
+    embed.set_defaults(run=_cmd_embed, parser=embed)
 
     search = commands.add_parser(
         "search",
@@ -413,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--kind", choices=["all", "clip", "window", "video"], default="all", help="rows to search")
     search.add_argument("--json", action="store_true", help='print [{"rank", "score", "path", "start", "end"}, ...]')
     model_args(search, None)
-    search.set_defaults(run=_cmd_search)
+    search.set_defaults(run=_cmd_search, parser=search)
 
     classify = commands.add_parser(
         "classify",
@@ -438,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print every label's probability as JSON")
     model_args(classify, DEFAULT_MODEL)
     decode_args(classify)
-    classify.set_defaults(run=_cmd_classify)
+    classify.set_defaults(run=_cmd_classify, parser=classify)
     return parser
 
 
@@ -466,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             raise
         if isinstance(err, UsageError):
-            parser.error(str(err))  # prints the usage line and exits with 2
+            getattr(args, "parser", parser).error(str(err))  # prints the usage line and exits with 2
         print(f"{command}: error: {printable(str(err))}", file=sys.stderr)
         return code
 

@@ -24,12 +24,26 @@ _POSITIVE = {
 _FRACTIONS = {"hidden_dropout_prob", "attention_probs_dropout_prob"}
 
 
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words (the user wrote JSON, not Python)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _described(value: Any) -> str:
+    return "null" if value is None else f"{_json_type(value)} {value!r:.60}"
+
+
 def _check_field(name: str, value: Any, annotation: str) -> None:
     """Raises `ConfigError` naming the field when ``value`` is not of its annotated type or range."""
     if value is None and annotation.endswith("| None"):
         return
     base = annotation.removesuffix(" | None")
-    got = f"{value!r} (a {type(value).__name__})"
+    got = f"{value!r} ({_json_type(value)})"
     if base == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{name} must be an integer, got {got}")
@@ -75,7 +89,7 @@ class _ConfigBase:
     def from_dict(cls, data: dict[str, Any]):
         """Builds a config from a dict; keys this package does not use (transformers' bookkeeping) are ignored."""
         if not isinstance(data, dict):
-            raise ConfigError(f"a {cls.__name__} needs a JSON object of fields, got a {type(data).__name__}")
+            raise ConfigError(f"a {cls.__name__} needs a JSON object of fields, got {_described(data)}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -290,7 +304,7 @@ def load_config_dict(data: dict[str, Any]) -> VideoPrismConfig | VideoPrismVisio
         ConfigError: ``data`` is not an object, names another model type, or a field has a wrong type or value.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"a config must be a JSON object of fields, got a {type(data).__name__}: {data!r:.60}")
+        raise ConfigError(f"a config must be a JSON object of fields, got {_described(data)}")
     model_type = data.get("model_type")
     for cls in (VideoPrismConfig, VideoPrismVisionConfig, VideoPrismTextConfig):
         if cls.model_type == model_type:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._text import printable
 from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..store import EmbeddingStore, open_store
 from ..video_io import window_bounds
@@ -138,8 +139,9 @@ def store_record(key: VideoKey, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def failure_message(path: str, error: str) -> str:
-    """The line that reports a failed video: ``failed: PATH: ERROR`` (the path once, if the error names it)."""
-    return f"failed: {error if error.startswith(path) else f'{path}: {error}'}"
+    """The line that reports a failed video: ``failed: PATH: ERROR`` (the path once, if the error names it), with
+    control characters and undecodable bytes escaped (`printable`)."""
+    return printable(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
 
 
 def add_warning(summary: EmbedSummary, path: str, message: str) -> None:
