@@ -186,6 +186,13 @@ def _cmd_embed(args) -> int:
             print(
                 f"({summary.skipped_failed} skipped videos failed in an earlier run; --retry-failed tries them again)"
             )
+        if summary.skipped_media:
+            kinds = sorted({os.path.splitext(p)[1].lower() for p in summary.skipped_media})
+            print(
+                f"note: skipped {len(summary.skipped_media)} files of the folders that are not videos by their "
+                f"extension ({', '.join(kinds)}); name a file explicitly to try it",
+                file=sys.stderr,
+            )
         for path, message in summary.warnings:
             print(f"warning: {printable(path)}: {printable(message)}", file=sys.stderr)
     if args.quiet:  # otherwise the progress report listed each failure as it happened

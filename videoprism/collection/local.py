@@ -114,11 +114,12 @@ def embed_videos(
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
     resolve_device(device)  # an unusable device fails before any work
-    paths = checked_inputs(inputs, window, stride)
+    skipped_media: list[str] = []
+    paths = checked_inputs(inputs, window, stride, skipped_media)
 
     model_id = model_id_for(model)
     store = os.fspath(store)
-    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
+    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths), skipped_media=skipped_media)
     processor = load_processor(model, num_frames)
     embedder = None
     existed = (Path(store) / MANIFEST_NAME).is_file()

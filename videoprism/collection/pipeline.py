@@ -57,7 +57,10 @@ class EmbedSummary:
         clips: Clips (windows) run through the model.
         seconds: Wall time of the decoding + inference pipeline.
         failures: ``(path, error)`` of each failed video.
-        warnings: ``(path, message)`` of decoder warnings (e.g. a truncated stream whose readable part was used).
+        warnings: ``(path, message)`` of decoder warnings (e.g. a truncated stream whose readable part was used), the
+            first one of each video.
+        skipped_media: Files in the scanned folders that FFmpeg may read but whose extension is not a video's (audio,
+            images, subtitles); they were not embedded (name one explicitly to try it).
     """
 
     store: str
@@ -71,6 +74,7 @@ class EmbedSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    skipped_media: list[str] = field(default_factory=list)
 
     @property
     def clips_per_second(self) -> float:
@@ -204,14 +208,18 @@ def write_clip_rows(
 
 
 def checked_inputs(
-    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], window: float | None, stride: float | None
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    window: float | None,
+    stride: float | None,
+    skipped: list[str] | None = None,
 ) -> list[str]:
-    """The expanded video paths, after the window settings both engines share are validated."""
+    """The expanded video paths, after the window settings both engines share are validated; files of scanned folders
+    with other media extensions are appended to ``skipped`` (see `expand_inputs`)."""
     if stride is not None and window is None:
         raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
     if window is not None:
         window_bounds(1.0, window, stride)  # validates both
-    paths = expand_inputs(inputs)
+    paths = expand_inputs(inputs, skipped)
     if not paths:
         raise NoVideosFoundError(
             f"no video files found in {inputs!r}; extensions looked for: {sorted(VIDEO_EXTENSIONS)}"

@@ -388,11 +388,12 @@ def embed_videos_ray(
             f"device={device!r} needs GPUs in the inference actors: pass num_gpus_per_worker=1 (--num-gpus-per-worker)"
         )
     resolve_dtype(dtype)  # fail here rather than in every actor
-    paths = checked_inputs(inputs, window, stride)
+    skipped_media: list[str] = []
+    paths = checked_inputs(inputs, window, stride, skipped_media)
 
     model_id = model_id_for(model)
     store = os.fspath(store)
-    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
+    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths), skipped_media=skipped_media)
     processor = load_processor(model, num_frames)
     with _LazyWriter(store, model_id) as lazy:
         if lazy.writer is not None:
