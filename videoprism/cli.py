@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         command = f"videoprism {args.command}"
         if getattr(args, "query", None) is not None:
             _check_text(args.query, "query")
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         kept = "; what was written is kept (re-run to resume)" if command == "videoprism embed" else ""
         print(f"{command}: interrupted{kept}", file=sys.stderr)

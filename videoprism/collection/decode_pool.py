@@ -168,7 +168,9 @@ class DecodePool:
         wid = self._next_wid
         self._next_wid += 1
         if self.threaded:
-            args = (self.task_q, self.result_q, self.settings, wid, lambda: not self._stop.is_set(), False)
+            # Warnings are captured here too (the one decoding thread is the only user of catch_warnings while
+            # the pool runs), so that they reach the run's summary once per video instead of Python's stderr.
+            args = (self.task_q, self.result_q, self.settings, wid, lambda: not self._stop.is_set(), True)
             worker: Any = threading.Thread(target=_decode_loop, args=args, daemon=True, name=f"videoprism-decode-{wid}")
             worker.start()
         else:

@@ -42,7 +42,17 @@ def other_media_extensions() -> frozenset[str]:
             continue
         if fmt.is_input:
             found.update(f".{ext.lower()}" for ext in fmt.extensions)
-    return frozenset(found - VIDEO_EXTENSIONS)
+    return frozenset(found - VIDEO_EXTENSIONS - _TEXT_EXTENSIONS)
+
+
+# Extensions FFmpeg reads as text (ANSI art, subtitles, playlists, metadata): not worth reporting as skipped media.
+_TEXT_EXTENSIONS = frozenset(
+    {
+        ".ans", ".aqt", ".art", ".asc", ".ass", ".dat", ".diz", ".ffmeta", ".ice", ".idx", ".js", ".jss", ".lrc",
+        ".m3u8", ".mcc", ".mpl2", ".nfo", ".pjs", ".rt", ".sami", ".scc", ".smi", ".srt", ".ssa", ".stl", ".sub",
+        ".sup", ".txt", ".vt", ".vtt", ".webvtt", ".xml",
+    }
+)  # fmt: skip
 
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
