@@ -17,7 +17,7 @@ from .errors import UsageError
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some videos failed; the others were processed
-EXIT_USAGE = 2  # a usage or input error: nothing was done
+EXIT_USAGE = 2  # a usage, input or output error (a bad flag, file or store; a full disk)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 141  # the reader of the output went away (128 + SIGPIPE), e.g. `videoprism search ... | head -1`
 
@@ -81,8 +81,8 @@ def _cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
-    print(f"source:      {info['source']}")
-    print(f"resolved:    {info['resolved']}")
+    print(f"source:      {printable(str(info['source']))}")
+    print(f"resolved:    {printable(str(info['resolved']))}")
     print(f"model class: {info['model_class']}")
     print(f"parameters:  {info['num_parameters']:,} in {info['num_tensors']} tensors")
     print("config:")

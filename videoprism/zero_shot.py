@@ -71,7 +71,7 @@ def checked_templates(templates: str | Sequence[Template]) -> list[Template]:
                 ) from None
             if fields != [""]:
                 raise TextInputError(
-                    f"templates[{i}] = {t!r} must hold exactly one {{}} where the label goes, found {len(fields)} "
+                    f"templates[{i}] = {t!r} must hold exactly one '{{}}' where the label goes, found {len(fields)} "
                     "fields; write {{ and }} for literal braces"
                 )
         elif not callable(t):
