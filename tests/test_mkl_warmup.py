@@ -1,4 +1,4 @@
-"""Fresh processes that import videoprism get exact float math from their first parallel unary op on.
+"""Fresh processes that load videoprism's models get exact float math from their first parallel unary op on.
 
 Without `videoprism._mkl`, oneMKL's first-call race (pytorch/pytorch#188792) ran part of a fresh process's first
 `torch.tanh` through a low-accuracy kernel (errors up to 7e-5; the golden fixtures failed in about 1 run in 20).
@@ -12,6 +12,7 @@ import sys
 SCRIPT = """
 import torch
 import videoprism
+videoprism.VideoPrismVisionModel  # the package root loads lazily; the model classes import the attention module
 torch.set_num_threads(8)
 x = torch.rand(65536, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05  # inside every function's domain
 print(sum(not torch.equal(getattr(torch, name)(x), getattr(torch, name)(x)) for name in videoprism._mkl.VML_FUNCTIONS))

@@ -54,7 +54,8 @@ def unit16(x: np.ndarray) -> np.ndarray:
 def brute_topk(emb: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     q = np.atleast_2d(queries).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    scores = q @ np.asarray(emb, np.float32).T
+    rows = np.asarray(emb, np.float32)
+    scores = q @ (rows / np.linalg.norm(rows, axis=1, keepdims=True)).T  # cosines of the stored fp16 rows
     order = np.stack([np.lexsort((ids, -s))[:k] for s in scores])
     return np.take_along_axis(scores, order, 1), ids[order]
 

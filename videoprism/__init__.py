@@ -1,12 +1,21 @@
-"""VideoPrism video foundation models in PyTorch, exact to the original JAX/Flax release."""
+"""VideoPrism video foundation models in PyTorch, exact to the original JAX/Flax release.
 
-from .auto import ModelSource, load_model, resolve_source
-from .configuration import PRESETS, VideoPrismConfig, VideoPrismTextConfig, VideoPrismVisionConfig
-from .encoding import BatchEncoding
+Only the exceptions are imported with the package; every other public name loads its module (and torch) on first
+use, so that `import videoprism.cli` starts in a fraction of a second and the command line can handle Ctrl-C and
+bad arguments before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    ConfigError,
     DecodingWorkerError,
+    DeviceError,
     EmbedSettingsError,
     EmptyStoreError,
     ItemNotFoundError,
@@ -19,32 +28,43 @@ from .errors import (
     StoreLockedError,
     StoreMismatchError,
     StoreNotFoundError,
+    TextInputError,
     TokenizerNotFoundError,
     UsageError,
     VideoDecodeError,
     VideoInputError,
     VideoInputNotFoundError,
+    WriteError,
 )
-from .modeling import (
-    VideoPrismClipModel,
-    VideoPrismForVideoClassification,
-    VideoPrismTextModel,
-    VideoPrismVideoModel,
-    VideoPrismVisionModel,
-)
-from .processing import VideoPrismProcessor
-from .tokenization import VideoPrismTokenizer
-from .video_io import DecodedVideo, read_video
-from .video_processing import VideoPrismVideoProcessor
-from .zero_shot import build_zero_shot_classifier, label_probabilities, label_probabilities_of_videos
-
-# `classify` is the short public name; `label_probabilities` says what it returns.
-classify = label_probabilities
 
 __version__ = "0.1.0"
 
-# The collection tools load pyarrow and multiprocessing machinery: import them on first use.
+# Public name -> the module that defines it.
 _LAZY = {
+    "ModelSource": "auto",
+    "load_model": "auto",
+    "resolve_source": "auto",
+    "PRESETS": "configuration",
+    "VideoPrismConfig": "configuration",
+    "VideoPrismTextConfig": "configuration",
+    "VideoPrismVisionConfig": "configuration",
+    "BatchEncoding": "encoding",
+    "VideoPrismClipModel": "modeling",
+    "VideoPrismForVideoClassification": "modeling",
+    "VideoPrismTextModel": "modeling",
+    "VideoPrismVideoModel": "modeling",
+    "VideoPrismVisionModel": "modeling",
+    "VideoPrismProcessor": "processing",
+    "VideoPrismTokenizer": "tokenization",
+    "DecodedVideo": "video_io",
+    "read_video": "video_io",
+    "VideoPrismVideoProcessor": "video_processing",
+    "build_zero_shot_classifier": "zero_shot",
+    "label_probabilities": "zero_shot",
+    "label_probabilities_of_videos": "zero_shot",
+    # `classify` is the short public name; `label_probabilities` says what it returns.
+    "classify": "zero_shot:label_probabilities",
+    # The collection tools load pyarrow and multiprocessing machinery.
     "EmbedSummary": "collection",
     "embed_videos": "collection",
     "open_store": "store",
@@ -54,12 +74,17 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, _, attr = _LAZY[name].partition(":")
+        value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'videoprism' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
@@ -67,8 +92,10 @@ __all__ = [
     "BatchEncoding",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "ConfigError",
     "DecodedVideo",
     "DecodingWorkerError",
+    "DeviceError",
     "EmbedSettingsError",
     "EmptyStoreError",
     "ItemNotFoundError",
@@ -82,11 +109,13 @@ __all__ = [
     "StoreLockedError",
     "StoreMismatchError",
     "StoreNotFoundError",
+    "TextInputError",
     "TokenizerNotFoundError",
     "UsageError",
     "VideoDecodeError",
     "VideoInputError",
     "VideoInputNotFoundError",
+    "WriteError",
     "VideoPrismClipModel",
     "VideoPrismConfig",
     "VideoPrismForVideoClassification",

@@ -13,6 +13,8 @@ Layout of the released `flax_*_repeated.npz` files:
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -188,8 +190,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise CheckpointError(f"{path} is not a readable .npz file ({err})") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise CheckpointError(
+            f"{path} is not a readable .npz file, truncated or damaged ({type(err).__name__}: {err}); download it again"
+        ) from err
     if not arrays or not all(k.startswith("params/") for k in arrays):
         raise CheckpointError(f"{path} is not a VideoPrism Flax checkpoint: its keys do not start with 'params/'")
     return arrays

@@ -24,6 +24,7 @@ from .configuration import (
     VideoPrismVisionConfig,
     find_preset,
     load_config_dict,
+    read_config_file,
 )
 from .errors import CheckpointError, CheckpointNotFoundError, SourceNotFoundError
 
@@ -120,23 +121,11 @@ def load_checkpoint(
     except SourceNotFoundError as err:
         raise CheckpointNotFoundError(f"checkpoint {source!s}: {err}") from err
     if kind == "folder":
-        with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
-            try:
-                config = load_config_dict(json.load(f))
-            except json.JSONDecodeError as err:
-                raise CheckpointError(f"{path}/config.json is not valid JSON ({err})") from err
-            except (ValueError, TypeError) as err:
-                raise CheckpointError(f"{path}/config.json: {err}") from err
+        config = read_config_file(os.path.join(path, CONFIG_NAME))
         return ResolvedCheckpoint(path, config, read_safetensors(_folder_weights(path)))
     if kind == "safetensors":
         sibling = os.path.join(os.path.dirname(path), CONFIG_NAME)
-        config = None
-        if os.path.isfile(sibling):
-            with open(sibling, encoding="utf-8") as f:
-                try:
-                    config = load_config_dict(json.load(f))
-                except (ValueError, TypeError) as err:
-                    raise CheckpointError(f"{sibling}: {err}") from err
+        config = read_config_file(sibling) if os.path.isfile(sibling) else None
         return ResolvedCheckpoint(path, config, read_safetensors([path]))
     preset = PRESETS.get(source.preset) if source.preset else find_preset(path)
     return ResolvedCheckpoint(path, preset.config() if preset else None, load_flax_converted(path, source.cache_dir))
@@ -163,7 +152,7 @@ def select_state_dict(model: PreTrainedMixin, state: dict[str, torch.Tensor], de
     ignored = {k.removeprefix("text_model.") for k in IGNORED_KEYS} | set(IGNORED_KEYS)
     expected = {k for k in own if k not in ignored}
     prefix = _pick_prefix(model.checkpoint_prefixes, expected, state)
-    picked, unexpected, mismatched = {}, [], []
+    picked, unexpected, mismatched, wrong_dtype = {}, [], [], []
     roots = {k.split(".")[0] for k in own}
     for key, value in state.items():
         if not key.startswith(prefix):
@@ -178,9 +167,17 @@ def select_state_dict(model: PreTrainedMixin, state: dict[str, torch.Tensor], de
         if tuple(value.shape) != tuple(own[name].shape):
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[name].shape)}")
             continue
+        if own[name].is_floating_point() and not value.is_floating_point():
+            wrong_dtype.append(f"{key}: {str(value.dtype).removeprefix('torch.')}")
+            continue
         picked[name] = value
     if mismatched:
         raise CheckpointError(f"{description}: tensors of the wrong shape for {type(model).__name__}: {mismatched[:8]}")
+    if wrong_dtype:
+        raise CheckpointError(
+            f"{description}: weights stored as integers or booleans, not floating point (a damaged or relabelled "
+            f"file; convert the checkpoint again): {wrong_dtype[:8]}"
+        )
     if unexpected:
         raise CheckpointError(f"{description}: unexpected tensors for {type(model).__name__}: {sorted(unexpected)[:8]}")
     return picked, sorted(expected - set(picked))

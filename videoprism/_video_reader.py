@@ -294,17 +294,31 @@ class Reader:
             if index.end_pts is not None and index.end_pts > last:  # the last packet knows its own duration
                 return float((index.end_pts - int(index.pts[0])) * self.time_base)
             return float((last - int(index.pts[0])) * self.time_base) + frame_s
+        # Frames are timed count / fps apart here. A container's declared duration can fall short of the last
+        # frame's end (MPEG-PS estimates it from the bitrate), which would refuse valid start times and cut windows
+        # short: the frames' own span wins when it is longer.
+        frames_s = index.count * frame_s
+        declared = self._container_seconds()
+        return frames_s if declared is None else max(declared, frames_s)
+
+    def _container_seconds(self) -> float | None:
+        """The duration the container declares for the stream (else for the file), in seconds; None if neither."""
         if self.stream.duration:
             return float(self.stream.duration * self.time_base)
         if self.container.duration:
             return self.container.duration / av.time_base
-        return index.count * frame_s
+        return None
 
     def _check_complete(self, index: _Index, duration: float, fps: float) -> None:
         """Note a stream cut short: demuxers stop quietly at a truncation, but the container header knows better."""
         declared = self.stream.frames
         if declared and index.seen < declared:
-            self.problems.append(f"the header lists {declared} frames but only {index.seen} could be read")
+            # An AVI counts its zero-size chunks (dropped or repeated frames) as frames, and some headers count
+            # something else; frames that reach as far as the container's own duration are complete.
+            container_s = self._container_seconds()
+            frame_s = 1.0 / fps if fps > 0 else 0.0
+            if container_s is None or duration + 2 * frame_s < container_s:
+                self.problems.append(f"the header lists {declared} frames but only {index.seen} could be read")
             return
         tag = self.stream.metadata.get("DURATION")  # Matroska/WebM per-track duration, "HH:MM:SS.fffffffff"
         match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", tag.strip()) if tag else None

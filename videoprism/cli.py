@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import signal
 import sys
 import threading
 
 from . import errors
-from .collection.clips import MAX_CLIP_BYTES
-from .collection.embedder import DTYPES
+from ._text import printable
+from .configuration import DTYPE_NAMES
 from .errors import UsageError
 from .video_io import URL_TIMEOUT_S
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # some videos failed; the others were processed
-EXIT_USAGE = 2  # a usage or input error: nothing was done
+EXIT_USAGE = 2  # a usage, input or output error (a bad flag, file or store; a full disk)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # the reader of the output went away (128 + SIGPIPE), e.g. `videoprism search ... | head -1`
+
+# Most decoding processes a run starts: each imports torch and holds a decoded video.
+MAX_WORKERS = max(1, os.cpu_count() or 1)
 
 # Exit code of each error a command may end with, most specific first. Every public exception (videoprism.errors)
 # means the inputs, model or store could not be used as asked; so do the built-in errors that input checks raise.
@@ -37,11 +43,16 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.VideoDecodeError, EXIT_USAGE),
     (errors.QueryError, EXIT_USAGE),
     (errors.ItemNotFoundError, EXIT_USAGE),
+    (errors.DeviceError, EXIT_USAGE),
+    (errors.TextInputError, EXIT_USAGE),
+    (errors.WriteError, EXIT_USAGE),
     (FileNotFoundError, EXIT_USAGE),
+    (PermissionError, EXIT_USAGE),
     (ValueError, EXIT_USAGE),
 )
 EXIT_CODES_HELP = (
-    "exit codes: 0 ok, 1 some videos failed (the others were processed), 2 usage or input error, 130 interrupted"
+    "exit codes: 0 ok, 1 some videos failed (the others were processed), 2 usage, input or output error "
+    "(disk full, read-only folder), 130 interrupted, 141 output closed early (| head)"
 )
 
 
@@ -55,13 +66,12 @@ def exit_code(error: BaseException) -> int | None:
 
 def _config_arg(value: str | None):
     """A preset name passes through; a path is read as a config.json."""
-    from .configuration import PRESETS, load_config_dict
+    from .configuration import PRESETS, read_config_file
 
     if value is None or value in PRESETS:
         return value
     try:
-        with open(value, encoding="utf-8") as f:
-            return load_config_dict(json.load(f))
+        return read_config_file(value)
     except OSError as err:
         raise UsageError(f"--config {value!r} is neither a preset ({', '.join(PRESETS)}) nor a readable file") from err
 
@@ -73,8 +83,8 @@ def _cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2, allow_nan=False))
         return EXIT_OK
-    print(f"source:      {info['source']}")
-    print(f"resolved:    {info['resolved']}")
+    print(f"source:      {printable(str(info['source']))}")
+    print(f"resolved:    {printable(str(info['resolved']))}")
     print(f"model class: {info['model_class']}")
     print(f"parameters:  {info['num_parameters']:,} in {info['num_tensors']} tensors")
     print("config:")
@@ -84,10 +94,18 @@ def _cmd_info(args) -> int:
 
 def _cmd_convert(args) -> int:
     from .auto import load_model
+    from .collection.embedder import DTYPES
 
+    out = args.out_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"output folder {printable(out)} exists and is not a folder; give a new or existing folder")
     model = load_model(args.source, config=_config_arg(args.config), revision=args.revision, dtype=DTYPES[args.dtype])
-    model.save_pretrained(args.out_dir)
-    print(f"wrote {type(model).__name__} ({model.num_parameters():,} parameters) to {args.out_dir}")
+    try:
+        model.save_pretrained(out)
+    except OSError as err:
+        reason = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or str(err)
+        raise errors.WriteError(err.errno, f"cannot write the converted model to {printable(out)}: {reason}") from err
+    print(f"wrote {type(model).__name__} ({model.num_parameters():,} parameters) to {printable(out)}")
     return EXIT_OK
 
 
@@ -106,9 +124,20 @@ def _positive(kind: type) -> object:
 
 
 def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return int(text)
+
+
+def _workers(value: int | None) -> int | None:
+    """``--workers``, capped at `MAX_WORKERS` (with a note on stderr when capped)."""
+    if value is not None and value > MAX_WORKERS:
+        print(
+            f"videoprism: --workers {value} is more than the {MAX_WORKERS} CPU cores; using {MAX_WORKERS}",
+            file=sys.stderr,
+        )
+        return MAX_WORKERS
+    return value
 
 
 def _cmd_embed(args) -> int:
@@ -147,7 +176,7 @@ def _cmd_embed(args) -> int:
                 **options,
             )
         else:
-            summary = embed_videos(args.inputs, args.out, args.model, workers=args.workers, **options)
+            summary = embed_videos(args.inputs, args.out, args.model, workers=_workers(args.workers), **options)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -155,16 +184,24 @@ def _cmd_embed(args) -> int:
         rate = f", {summary.clips_per_second:.2f} clips/s" if summary.clips else ""
         print(
             f"embedded {summary.embedded} of {summary.videos} videos ({summary.clips} clips{rate}) into "
-            f"{summary.store}; skipped {summary.skipped} already stored; {summary.failed} failed"
+            f"{printable(summary.store)}; skipped {summary.skipped} already stored; {summary.failed} failed"
         )
         if summary.skipped_failed:
             print(
                 f"({summary.skipped_failed} skipped videos failed in an earlier run; --retry-failed tries them again)"
             )
+        if summary.skipped_media:
+            kinds = sorted({os.path.splitext(p)[1].lower() for p in summary.skipped_media})
+            print(
+                f"note: skipped {len(summary.skipped_media)} files of the folders that are not videos by their "
+                f"extension ({', '.join(kinds)}); name a file explicitly to try it",
+                file=sys.stderr,
+            )
         for path, message in summary.warnings:
-            print(f"warning: {path}: {message}", file=sys.stderr)
-    for path, error in summary.failures:
-        print(failure_message(path, error), file=sys.stderr)
+            print(f"warning: {printable(path)}: {printable(message)}", file=sys.stderr)
+    if args.quiet:  # otherwise the progress report listed each failure as it happened
+        for path, error in summary.failures:
+            print(failure_message(path, error), file=sys.stderr)
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
@@ -204,7 +241,7 @@ def _cmd_search(args) -> int:
         return EXIT_OK
     print(f"{'rank':>4}  {'score':>7}  {'window':<16}  path")
     for row, hit in zip(rows, hits, strict=True):
-        print(f"{row['rank']:>4}  {row['score']:>7.4f}  {_window_text(hit.metadata):<16}  {row['path']}")
+        print(f"{row['rank']:>4}  {row['score']:>7.4f}  {_window_text(hit.metadata):<16}  {printable(row['path'])}")
     return EXIT_OK
 
 
@@ -212,12 +249,21 @@ def _labels(args) -> list[str]:
     if args.labels is not None:
         labels = [label.strip() for label in args.labels.split(",")]
     else:
+        name = printable(args.labels_file)
         try:
             with open(args.labels_file, encoding="utf-8") as f:
                 labels = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
         except OSError as err:
-            raise UsageError(f"cannot read --labels-file {args.labels_file!r} ({err})") from err
+            raise UsageError(f"cannot read --labels-file {name} ({err.strerror or err})") from err
+        except UnicodeDecodeError as err:
+            raise UsageError(
+                f"--labels-file {name} is not UTF-8 text (byte {err.start}); give a text file of one label per line"
+            ) from err
+        if any("\0" in label for label in labels):
+            raise UsageError(f"--labels-file {name} holds NUL bytes: it is binary; give one label per line")
     labels = [label for label in labels if label]
+    for label in labels:
+        _check_text(label, "label")
     if len(labels) < 2:
         raise UsageError(f"zero-shot classification needs at least two labels, got {labels}")
     if len(set(labels)) != len(labels):
@@ -225,17 +271,35 @@ def _labels(args) -> list[str]:
     return labels
 
 
+def _check_text(text: str, what: str) -> None:
+    """Refuses a text argument with bytes that are not UTF-8 (they arrive as lone surrogates) or control characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UsageError(
+            f"{what} {printable(text)} is not valid UTF-8 (byte {printable(text[err.start])} at position "
+            f"{err.start}); pass UTF-8 text"
+        ) from None
+    if any(not c.isprintable() for c in text):
+        raise UsageError(f"{what} {printable(text)} holds control characters; remove them")
+
+
 def _cmd_classify(args) -> int:
     from .collection import classify_video_files
     from .collection.pipeline import failure_message
+    from .zero_shot import checked_templates
     from .zero_shot_metadata import TEMPLATE_ENSEMBLES
 
     labels = _labels(args)
-    if args.templates not in TEMPLATE_ENSEMBLES and "{}" not in args.templates:
-        raise UsageError(
-            f"--templates {args.templates!r} is neither an ensemble ({', '.join(TEMPLATE_ENSEMBLES)}) nor a template "
-            "with {} where the label goes"
-        )
+    _check_text(args.templates, "--templates")
+    if args.templates not in TEMPLATE_ENSEMBLES:
+        try:
+            checked_templates(args.templates)
+        except errors.TextInputError as err:
+            raise UsageError(
+                f"--templates {args.templates!r} is neither an ensemble ({', '.join(TEMPLATE_ENSEMBLES)}) nor a "
+                f"template with exactly one {{}} where the label goes ({err})"
+            ) from None
     results = classify_video_files(
         args.videos,
         labels,
@@ -244,7 +308,7 @@ def _cmd_classify(args) -> int:
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=_workers(args.workers),
         num_frames=args.num_frames,
         network_timeout=args.network_timeout,
         max_clip_bytes=int(args.max_clip_mb * 2**20),
@@ -254,7 +318,7 @@ def _cmd_classify(args) -> int:
         print(json.dumps([r.to_dict() for r in ok], indent=2, allow_nan=False))
     else:
         for r in ok:
-            print(r.video)
+            print(printable(r.video))
             for label, p in r.labels[: args.top_k]:
                 print(f"  {p:7.4f}  {label}")
     for r in results:
@@ -283,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source_args(info)
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(run=_cmd_info)
+    info.set_defaults(run=_cmd_info, parser=info)
 
     convert = commands.add_parser(
         "convert",
@@ -292,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source_args(convert)
     convert.add_argument("out_dir", help="folder to write")
-    convert.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    convert.set_defaults(run=_cmd_convert)
+    convert.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
+    convert.set_defaults(run=_cmd_convert, parser=convert)
 
     def model_args(p, default_model: str | None):
         if default_model is None:
@@ -305,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"preset name, hub repo id, local folder, .npz or .safetensors file (default: {default_model})",
             )
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-        p.add_argument("--dtype", choices=list(DTYPES), default=None, help="weights dtype (default: float32)")
+        p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: float32)")
 
     def decode_args(p):
         p.add_argument("--batch-size", type=_positive(int), default=8, help="clips per forward pass (default: 8)")
@@ -313,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=_non_negative_int,
             default=None,
-            help="decoding processes (0: decode in a thread; default: one per spare core, at most 8)",
+            help=f"decoding processes (0: decode in a thread; default: one per spare core, at most 8; at most "
+            f"{MAX_WORKERS}, the CPU cores)",
         )
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
         p.add_argument(
@@ -332,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     from .collection import DEFAULT_MODEL
+    from .collection.clips import MAX_CLIP_BYTES
     from .serve import add_serve_commands
 
     formatter = argparse.RawDescriptionHelpFormatter
@@ -362,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--address", help="Ray cluster: auto, ray://HOST:PORT; default: a local Ray instance")
     embed.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray inference actor")
     embed.add_argument("--concurrency", type=_positive(int), help="Ray inference actors (default: as many as fit)")
-    embed.set_defaults(run=_cmd_embed)
+    embed.set_defaults(run=_cmd_embed, parser=embed)
 
     search = commands.add_parser(
         "search",
@@ -383,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='print [{"rank", "score", "id", "path", "start", "end"}, ...]'
     )
     model_args(search, None)
-    search.set_defaults(run=_cmd_search)
+    search.set_defaults(run=_cmd_search, parser=search)
 
     classify = commands.add_parser(
         "classify",
@@ -408,28 +474,51 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print every label's probability as JSON")
     model_args(classify, DEFAULT_MODEL)
     decode_args(classify)
-    classify.set_defaults(run=_cmd_classify)
+    classify.set_defaults(run=_cmd_classify, parser=classify)
     add_serve_commands(commands)  # `serve` and `thumbnails` (videoprism.serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs a command; returns its exit code (see `EXIT_CODES`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a message with undecodable bytes must not end in a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    command = "videoprism"
     try:
-        return args.run(args)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"videoprism {args.command}"
+        if getattr(args, "query", None) is not None:
+            _check_text(args.query, "query")
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
-        print(f"videoprism {args.command}: interrupted; what was written is kept (re-run to resume)", file=sys.stderr)
+        kept = "; what was written is kept (re-run to resume)" if command == "videoprism embed" else ""
+        print(f"{command}: interrupted{kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _broken_pipe()
     except Exception as err:
         code = exit_code(err)
         if code is None:
             raise
         if isinstance(err, UsageError):
-            parser.error(str(err))  # prints the usage line and exits with 2
-        print(f"videoprism {args.command}: error: {err}", file=sys.stderr)
+            getattr(args, "parser", parser).error(str(err))  # prints the usage line and exits with 2
+        print(f"{command}: error: {printable(str(err))}", file=sys.stderr)
         return code
+
+
+def _broken_pipe() -> int:
+    """Exits quietly when the reader of stdout went away (``| head``), as Unix tools do: no traceback, and no
+    second error when Python flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -5,12 +5,68 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .errors import ConfigError
+
 CONFIG_NAME = "config.json"
+# Weight dtypes the tools accept by name (torch-free, so that the command line parses without importing torch).
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+# Fields that count something and must be at least 1; other integer fields must be at least 0 (a layer count of 0,
+# a token id). Fractions of one are dropout probabilities.
+_POSITIVE = {
+    "image_size", "num_frames", "num_channels", "hidden_size", "num_attention_heads", "intermediate_size",
+    "num_spatial_layers", "pooler_intermediate_size", "vocab_size", "num_hidden_layers", "max_position_embeddings",
+    "num_labels", "layer_norm_eps",
+}  # fmt: skip
+_FRACTIONS = {"hidden_dropout_prob", "attention_probs_dropout_prob"}
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words (the user wrote JSON, not Python)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _described(value: Any) -> str:
+    return "null" if value is None else f"{_json_type(value)} {value!r:.60}"
+
+
+def _check_field(name: str, value: Any, annotation: str) -> None:
+    """Raises `ConfigError` naming the field when ``value`` is not of its annotated type or range."""
+    if value is None and (annotation.endswith("| None") or name.endswith("_token_id")):
+        return  # token ids are transformers' bookkeeping: null where a tokenizer has no such token
+    base = annotation.removesuffix(" | None")
+    got = f"{value!r} ({_json_type(value)})"
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {got}")
+    elif base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {got}")
+    elif base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {got}")
+    elif base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {got}")
+    else:
+        return
+    if name in _POSITIVE and not value > 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    if base in ("int", "float") and name not in _POSITIVE and value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    if name in _FRACTIONS and not value <= 1:
+        raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
 
 
 class _ConfigBase:
@@ -27,7 +83,7 @@ class _ConfigBase:
             if value is None and name in ("intermediate_size", "pooler_intermediate_size", "num_labels"):
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
-                raise ValueError(
+                raise ConfigError(
                     f"{type(self).__name__}: {name} must be an integer from {low} to {high}, got {value!r}"
                 )
 
@@ -48,8 +104,15 @@ class _ConfigBase:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """Builds a config from a dict; keys this package does not use (transformers' bookkeeping) are ignored."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a {cls.__name__} needs a JSON object of fields, got {_described(data)}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def _check_fields(self) -> None:
+        """Checks every plain field (numbers, flags, names) against its annotated type and range."""
+        for f in dataclasses.fields(self):
+            _check_field(f.name, getattr(self, f.name), str(f.type))
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -63,8 +126,10 @@ class _ConfigBase:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike):
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        try:
+            return cls.from_dict(_read_json(path))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     def copy(self, **changes):
         return dataclasses.replace(copy.deepcopy(self), **changes)
@@ -130,23 +195,35 @@ class VideoPrismVisionConfig(_ConfigBase):
     }
 
     def __post_init__(self):
-        self._check_sizes()
-        self.tubelet_size = [int(v) for v in self.tubelet_size]
+        tubelet = self.tubelet_size
+        if (
+            not isinstance(tubelet, (list, tuple))
+            or len(tubelet) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in tubelet)
+            or tubelet[0] != 1
+            or tubelet[1] != tubelet[2]
+        ):
+            raise ConfigError(f"tubelet_size must be [1, P, P] with a positive integer P, got {tubelet!r}")
+        self.tubelet_size = list(tubelet)
         if isinstance(self.image_size, (list, tuple)):
             if len(set(self.image_size)) != 1:
-                raise ValueError(f"image_size must be square, got {self.image_size}")
-            self.image_size = int(self.image_size[0])
-        if len(self.tubelet_size) != 3 or self.tubelet_size[0] != 1 or self.tubelet_size[1] != self.tubelet_size[2]:
-            raise ValueError(f"tubelet_size must be [1, P, P], got {self.tubelet_size}")
+                raise ConfigError(f"image_size must be square, got {self.image_size}")
+            self.image_size = self.image_size[0]
+        if self.id2label is not None and not isinstance(self.id2label, dict):
+            raise ConfigError(f"id2label must be an object of index -> label, got {self.id2label!r}")
+        self._check_fields()
+        self._check_sizes()
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size ({self.image_size}) must be a multiple of the patch size ({self.patch_size})")
+            raise ConfigError(
+                f"image_size ({self.image_size}) must be a multiple of the patch size ({self.patch_size})"
+            )
         if self.pooler_size % self.num_attention_heads:
-            raise ValueError(f"pooler width {self.pooler_size} must be a multiple of {self.num_attention_heads} heads")
+            raise ConfigError(f"pooler width {self.pooler_size} must be a multiple of {self.num_attention_heads} heads")
         self._sync_labels()
 
     def _sync_labels(self):
@@ -158,7 +235,7 @@ class VideoPrismVisionConfig(_ConfigBase):
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
         if self.id2label is not None:
             if len(self.id2label) != self.num_labels:
-                raise ValueError(f"id2label has {len(self.id2label)} entries but num_labels is {self.num_labels}")
+                raise ConfigError(f"id2label has {len(self.id2label)} entries but num_labels is {self.num_labels}")
             self.label2id = {v: k for k, v in self.id2label.items()}
 
     @property
@@ -222,16 +299,17 @@ class VideoPrismTextConfig(_ConfigBase):
     }
 
     def __post_init__(self):
+        self._check_fields()
         self._check_sizes()
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.hidden_size % 2 or self.hidden_size < 4:
-            raise ValueError(f"text hidden_size must be even and >= 4 for the sinusoid, got {self.hidden_size}")
+            raise ConfigError(f"text hidden_size must be even and >= 4 for the sinusoid, got {self.hidden_size}")
 
 
 @dataclass
@@ -244,27 +322,58 @@ class VideoPrismConfig(_ConfigBase):
     text_config: VideoPrismTextConfig = field(default_factory=VideoPrismTextConfig)
 
     def __post_init__(self):
-        if isinstance(self.vision_config, dict):
-            self.vision_config = VideoPrismVisionConfig.from_dict(self.vision_config)
-        if isinstance(self.text_config, dict):
-            self.text_config = VideoPrismTextConfig.from_dict(self.text_config)
+        for name, cls in (("vision_config", VideoPrismVisionConfig), ("text_config", VideoPrismTextConfig)):
+            value = getattr(self, name)
+            if not isinstance(value, (dict, cls)):
+                raise ConfigError(f"{name} must be an object of fields, got {value!r}")
+            if isinstance(value, dict):
+                try:
+                    setattr(self, name, cls.from_dict(value))
+                except ConfigError as err:
+                    raise ConfigError(f"{name}: {err}") from None
         if self.vision_config.hidden_size != self.text_config.hidden_size:
-            raise ValueError(
+            raise ConfigError(
                 f"vision hidden_size ({self.vision_config.hidden_size}) and text hidden_size "
                 f"({self.text_config.hidden_size}) must match: the embeddings share one space"
             )
 
 
 def load_config_dict(data: dict[str, Any]) -> VideoPrismConfig | VideoPrismVisionConfig | VideoPrismTextConfig:
-    """The config class named by a `config.json`'s `model_type` (ours and transformers' use the same names)."""
+    """The config class named by a `config.json`'s `model_type` (ours and transformers' use the same names).
+
+    Raises:
+        ConfigError: ``data`` is not an object, names another model type, or a field has a wrong type or value.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a JSON object of fields, got {_described(data)}")
     model_type = data.get("model_type")
     for cls in (VideoPrismConfig, VideoPrismVisionConfig, VideoPrismTextConfig):
         if cls.model_type == model_type:
             return cls.from_dict(data)
-    raise ValueError(
-        f"config.json has model_type {model_type!r}; expected one of videoprism, "
-        "videoprism_vision_model, videoprism_text_model"
+    raise ConfigError(
+        f"model_type is {model_type!r}; expected one of videoprism, videoprism_vision_model, videoprism_text_model"
     )
+
+
+def _read_json(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"not valid UTF-8 JSON ({err})") from None
+
+
+def read_config_file(path: str | os.PathLike) -> VideoPrismConfig | VideoPrismVisionConfig | VideoPrismTextConfig:
+    """The config a `config.json` file holds (`load_config_dict`).
+
+    Raises:
+        ConfigError: The file is not JSON, or not a valid config; the message names the file and the field.
+        OSError: The file cannot be read.
+    """
+    try:
+        return load_config_dict(_read_json(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 # The four released checkpoints: hub repo, Flax file, and exact hyper-parameters.

@@ -17,6 +17,11 @@ class SourceNotFoundError(FileNotFoundError):
     """The source is neither an existing local path nor a hub repo that can be reached."""
 
 
+class ConfigError(CheckpointError):
+    """A model config (``config.json`` or a config dict) that is not an object of fields of the right types and
+    ranges; the message names the field."""
+
+
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint source names nothing that exists (locally or on the hub)."""
 
@@ -27,6 +32,20 @@ class TokenizerNotFoundError(FileNotFoundError):
 
 class VideoInputError(ValueError):
     """A video given to the processor has the wrong type, shape, dtype or values."""
+
+
+class TextInputError(ValueError):
+    """A text input (query, label, prompt template) that cannot be used: not valid Unicode, or a template without
+    exactly one ``{}``."""
+
+
+class DeviceError(ValueError):
+    """A device that does not exist on this machine or cannot run the model (``cuda`` without CUDA, ``meta``)."""
+
+
+class WriteError(OSError):
+    """A file or folder could not be written (disk full, read-only folder, a file in the way); what was written
+    before is kept."""
 
 
 class UsageError(Exception):

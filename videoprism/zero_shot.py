@@ -6,18 +6,22 @@ is scored by cosine similarity / temperature (0.01 in the original demo), softma
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from ._numerics import l2_normalize
+from ._text import printable
+from .errors import TextInputError
 from .zero_shot_metadata import DEFAULT_TEMPLATE, TEMPLATE_ENSEMBLES
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "TEMPLATE_ENSEMBLES",
     "build_zero_shot_classifier",
+    "check_text",
     "label_probabilities",
     "label_probabilities_of_videos",
     "zero_shot_logits",
@@ -36,18 +40,40 @@ def _model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _templates(templates: str | Sequence[Template]) -> list[Template]:
+def check_text(text: str, what: str) -> None:
+    """Raises `TextInputError` naming ``what`` when ``text`` is not valid Unicode: lone surrogates stand for bytes
+    that were not UTF-8 (a command-line argument or file name decoded with ``surrogateescape``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise TextInputError(
+            f"{what} = {printable(text)} is not valid UTF-8 text (undecodable byte at position {err.start}); "
+            "pass the text in UTF-8"
+        ) from None
+
+
+def checked_templates(templates: str | Sequence[Template]) -> list[Template]:
     if isinstance(templates, str):
         if templates in TEMPLATE_ENSEMBLES:
             return list(TEMPLATE_ENSEMBLES[templates])
         templates = [templates]
     templates = list(templates)
     if not templates:
-        raise ValueError("templates is empty; pass at least one, e.g. (DEFAULT_TEMPLATE,)")
+        raise TextInputError("templates is empty; pass at least one, e.g. (DEFAULT_TEMPLATE,)")
     for i, t in enumerate(templates):
         if isinstance(t, str):
-            if "{}" not in t:
-                raise ValueError(f"templates[{i}] = {t!r} has no '{{}}' where the label goes")
+            check_text(t, f"templates[{i}]")
+            try:
+                fields = [name for _, name, _, _ in string.Formatter().parse(t) if name is not None]
+            except ValueError as err:  # a lone { or }
+                raise TextInputError(
+                    f"templates[{i}] = {t!r} is not a template ({err}); write {{{{ for a brace"
+                ) from None
+            if fields != [""]:
+                raise TextInputError(
+                    f"templates[{i}] = {t!r} must hold exactly one '{{}}' where the label goes, found {len(fields)} "
+                    "fields; write {{ and }} for literal braces"
+                )
         elif not callable(t):
             raise TypeError(f"templates[{i}] is a {type(t).__name__}; expected a str with '{{}}' or a callable")
     return templates
@@ -78,11 +104,12 @@ def build_zero_shot_classifier(
     """
     labels = list(labels)
     if not labels:
-        raise ValueError("labels is empty; pass at least one class name")
+        raise TextInputError("labels is empty; pass at least one class name")
     for i, label in enumerate(labels):
         if not isinstance(label, str):
             raise TypeError(f"labels[{i}] is a {type(label).__name__}; expected a str")
-    templates = _templates(templates)
+        check_text(label, f"labels[{i}]")
+    templates = checked_templates(templates)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)

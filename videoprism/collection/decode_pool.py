@@ -38,15 +38,22 @@ POLL_S = 0.5
 
 @contextlib.contextmanager
 def one_thread_children() -> Iterator[None]:
-    """Processes started inside run torch with one thread: ``OMP_NUM_THREADS=1`` is set, then restored for this one.
+    """Processes started inside run torch with one thread and ignore Ctrl-C from their first instruction.
 
-    torch reads the variable when the child imports it, so it must be set while the child starts.
+    ``OMP_NUM_THREADS=1`` is set, then restored for this process: torch reads it when the child imports it, so it must
+    be set while the child starts. SIGINT is ignored while the child starts (an ignored signal stays ignored in the
+    new program), so a Ctrl-C during its imports does not print a traceback per worker: the main process handles it
+    and stops the workers.
     """
     old = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
         yield
     finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old_sigint)
         if old is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
@@ -285,7 +292,7 @@ class DecodePool:
         task_q.put(None)
         io = _queue_io(task_q, result_q, lambda: not self._stop.is_set())
         thread = threading.Thread(
-            target=_decode_loop, args=(*io, self.settings, 0, False), daemon=True, name="videoprism-decode-0"
+            target=_decode_loop, args=(*io, self.settings, 0, True), daemon=True, name="videoprism-decode-0"
         )
         thread.start()
         finished = 0

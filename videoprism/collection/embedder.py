@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .._sources import ModelSource, resolve_source
-from ..errors import CheckpointError, EmbedSettingsError
+from ..configuration import DTYPE_NAMES
+from ..errors import CheckpointError, DeviceError, EmbedSettingsError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -34,14 +35,37 @@ __all__ = [
 DEFAULT_MODEL = "google/videoprism-lvt-base-f16r288"
 
 #: Weight dtypes by name, as the command line and the collection tools accept them.
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device for ``device``: "auto" (or None) is CUDA when available, else the CPU."""
+    """The torch device for ``device``: "auto" (or None) is CUDA when available, else the CPU.
+
+    Raises:
+        DeviceError: ``device`` names no device type, a device this machine lacks (CUDA on a CPU-only torch, a GPU
+            index past the last), or one that holds no data (``meta``).
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    hint = "use auto, cpu, cuda or cuda:N"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"--device {device!r} is not a device; {hint}") from None
+    if resolved.type == "meta":
+        raise DeviceError(f"--device {device!r} holds no data and cannot run a model; {hint}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device!r}: this torch has no usable CUDA (CPU build or no GPU); use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {device!r}: MPS is not available here; use cpu")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        module = getattr(torch, resolved.type, None)
+        if module is None or not getattr(module, "is_available", lambda: False)():
+            raise DeviceError(f"--device {device!r} is not available on this machine; {hint}")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

@@ -32,12 +32,14 @@ from .embedder import (
     load_processor,
     load_video_embedder,
     require_finite,
+    resolve_device,
 )
 from .pipeline import (
     EmbedSummary,
     VideoKey,
     VideoState,
     add_clip,
+    add_warning,
     check_settings,
     checked_inputs,
     failure_row,
@@ -121,12 +123,14 @@ def embed_videos(
             raise EmbedSettingsError(f"{name} must be a positive integer, got {value!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
-    paths = checked_inputs(inputs, window, stride)
+    resolve_device(device)  # an unusable device fails before any work
+    skipped_media: list[str] = []
+    paths = checked_inputs(inputs, window, stride, skipped_media)
 
     source = resolve_source(model)  # once: the processor, the model and the store's model id all use it
     model_id = source.model_id
     store = os.fspath(store)
-    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
+    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths), skipped_media=skipped_media)
     processor = load_processor(source, num_frames)
     # Before the store is touched: settings that cannot work abort the run, never fail each video.
     settings = ClipSettings(
@@ -227,7 +231,7 @@ def _run(
                     else:
                         bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
                 elif kind == "warn":
-                    summary.warnings.append((keys[idx][0], event[2]))
+                    add_warning(summary, keys[idx][0], event[2])
             flush()
     finally:
         summary.seconds = time.perf_counter() - t0

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._text import printable
 from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..store import EmbeddingStore
 from ..video_io import window_bounds
@@ -27,6 +28,7 @@ __all__ = [
     "VideoKey",
     "VideoState",
     "add_clip",
+    "add_warning",
     "check_settings",
     "checked_inputs",
     "failure_message",
@@ -55,7 +57,10 @@ class EmbedSummary:
         clips: Clips (windows) run through the model.
         seconds: Wall time of the decoding + inference pipeline.
         failures: ``(path, error)`` of each failed video.
-        warnings: ``(path, message)`` of decoder warnings (e.g. a truncated stream whose readable part was used).
+        warnings: ``(path, message)`` of decoder warnings (e.g. a truncated stream whose readable part was used), the
+            first one of each video.
+        skipped_media: Files in the scanned folders that FFmpeg may read but whose extension is not a video's (audio,
+            images, subtitles); they were not embedded (name one explicitly to try it).
     """
 
     store: str
@@ -69,6 +74,7 @@ class EmbedSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    skipped_media: list[str] = field(default_factory=list)
 
     @property
     def clips_per_second(self) -> float:
@@ -137,8 +143,19 @@ def store_record(key: VideoKey, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def failure_message(path: str, error: str) -> str:
-    """The line that reports a failed video: ``failed: PATH: ERROR`` (the path once, if the error names it)."""
-    return f"failed: {error if error.startswith(path) else f'{path}: {error}'}"
+    """The line that reports a failed video: ``failed: PATH: ERROR`` (the path once, if the error names it), with
+    control characters and undecodable bytes escaped (`printable`)."""
+    return printable(f"failed: {error if error.startswith(path) else f'{path}: {error}'}")
+
+
+def add_warning(summary: EmbedSummary, path: str, message: str) -> None:
+    """Records a decoder warning of a video, once per video: its first warning (each window of a video reads the
+    same file and would repeat it), without the path the message may start with (the report prints it)."""
+    if any(seen == path for seen, _ in summary.warnings):
+        return
+    for prefix in (f"{path}: ", f"{path!r}: "):
+        message = message.removeprefix(prefix)
+    summary.warnings.append((path, message))
 
 
 def failure_row(key: VideoKey, error: str, summary: EmbedSummary, bar: Progress | None = None) -> dict[str, Any]:
@@ -191,14 +208,18 @@ def write_clip_rows(
 
 
 def checked_inputs(
-    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], window: float | None, stride: float | None
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    window: float | None,
+    stride: float | None,
+    skipped: list[str] | None = None,
 ) -> list[str]:
-    """The expanded video paths, after the window settings both engines share are validated."""
+    """The expanded video paths, after the window settings both engines share are validated; files of scanned folders
+    with other media extensions are appended to ``skipped`` (see `expand_inputs`)."""
     if stride is not None and window is None:
         raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
     if window is not None:
         window_bounds(1.0, window, stride)  # validates both
-    paths = expand_inputs(inputs)
+    paths = expand_inputs(inputs, skipped)
     if not paths:
         raise NoVideosFoundError(
             f"no video files found in {inputs!r}; extensions looked for: {sorted(VIDEO_EXTENSIONS)}"

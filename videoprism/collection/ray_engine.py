@@ -66,6 +66,7 @@ from .pipeline import (
     VideoKey,
     VideoState,
     add_clip,
+    add_warning,
     check_settings,
     checked_inputs,
     failure_row,
@@ -393,12 +394,13 @@ def embed_videos_ray(
             f"device={device!r} needs GPUs in the inference actors: pass num_gpus_per_worker=1 (--num-gpus-per-worker)"
         )
     resolve_dtype(dtype)  # fail here rather than in every actor
-    paths = checked_inputs(inputs, window, stride)
+    skipped_media: list[str] = []
+    paths = checked_inputs(inputs, window, stride, skipped_media)
 
     source = resolve_source(model)  # once: the processor, the actors' model and the store's model id all use it
     model_id = source.model_id
     store = os.fspath(store)
-    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths))
+    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths), skipped_media=skipped_media)
     processor = load_processor(source, num_frames)
     # Before the store is touched: settings that cannot work abort the run, never fail each video.
     settings = ClipSettings(
@@ -566,7 +568,8 @@ def _write_results(
             for i, (idx, kind, meta_json, error, warned) in enumerate(
                 zip(batch["idx"].tolist(), batch["kind"], batch["meta"], batch["error"], batch["warnings"], strict=True)
             ):
-                summary.warnings.extend((keys[idx][0], message) for message in json.loads(str(warned)))
+                for message in json.loads(str(warned)):
+                    add_warning(summary, keys[idx][0], message)
                 if kind == "note" or idx in failed:
                     continue  # warnings only, or a clip of a video that failed later, arriving after its failure row
                 if kind == "fail":

@@ -132,6 +132,10 @@ def embed_text(model: torch.nn.Module, source: str | ModelSource, texts: Sequenc
             f"model {source} embeds videos only (no text tower); search it with a query video (--video) or use a "
             f"video-text checkpoint such as {DEFAULT_MODEL}"
         )
+    from ..zero_shot import check_text
+
+    for i, text in enumerate(texts):
+        check_text(text, f"query {i}" if len(texts) > 1 else "query")
     tokenizer = VideoPrismTokenizer.from_pretrained(source)
     tokens = tokenizer(list(texts), return_tensors="pt")
     device = next(model.parameters()).device

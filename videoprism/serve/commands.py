@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..collection.embedder import DTYPES
+from ..configuration import DTYPE_NAMES
 
 __all__ = ["LOCAL_HOSTS", "add_serve_commands"]
 
@@ -92,7 +92,7 @@ def add_serve_commands(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     serve.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    serve.add_argument("--dtype", choices=list(DTYPES), default=None, help="weights dtype")
+    serve.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype")
     serve.add_argument(
         "--max-upload-mb", type=_positive_int, default=200, metavar="MB", help="largest upload (default: 200)"
     )

@@ -7,6 +7,7 @@ layout is described in ``docs/store-format.md``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import StoreCorruptedError, StoreError, StoreMismatchError, StoreNotFoundError
+from .._text import printable
+from ..errors import StoreCorruptedError, StoreError, StoreMismatchError, StoreNotFoundError, WriteError
 
 FORMAT_NAME = "videoprism-embedding-store"
 FORMAT_VERSION = 1
@@ -92,16 +94,36 @@ def fsync_dir(path: Path) -> None:
         _fsync_path(path)
 
 
+def write_error(err: OSError, path: str | os.PathLike[str]) -> WriteError:
+    """The `WriteError` for a failed write of ``path``: says why (disk full, read-only, no permission) and what to do;
+    a `WriteError` passes through."""
+    if isinstance(err, WriteError):
+        return err
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full (or over quota); what was written before is kept: free space and re-run to resume"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "the folder is read-only or not writable by this user; fix its permissions or choose another folder"
+    else:
+        why = f"{err.strerror or err}; what was written before is kept"
+    return WriteError(err.errno, f"cannot write {printable(path)}: {why}")
+
+
 @contextlib.contextmanager
 def _renamed_into_place(final: Path) -> Iterator[Path]:
-    """Yields a temporary name beside ``final``, renamed to ``final`` when the block succeeds and deleted otherwise."""
+    """Yields a temporary name beside ``final``, renamed to ``final`` when the block succeeds and deleted otherwise.
+
+    Raises:
+        WriteError: The file could not be written (disk full, read-only folder, ...).
+    """
     tmp = final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
     try:
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError):
+            raise write_error(err, final) from err
         raise
     fsync_dir(final.parent)
 

@@ -114,7 +114,10 @@ def exact_topk(
     workspace: Workspace,
     bad_rows: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` rows by inner product for unit-norm float32 ``queries`` (Q, D); returns (scores, rows), (Q, k').
+    """Top-``k`` rows by cosine for unit-norm float32 ``queries`` (Q, D); returns (scores, rows), (Q, k').
+
+    Rows are ranked by inner product within each block; the candidates' scores are then divided by their rows' norms
+    (fp16 rounding leaves them about 1e-3 away from 1) and clamped, so every score is a cosine in [-1, 1].
 
     Args:
         segments: ``(first row, rows)`` pieces of the matrix, in row order.
@@ -158,10 +161,11 @@ def exact_topk(
                         bad_rows.extend(found.tolist())
                 if k < m:
                     idx = np.argpartition(out, m - k, axis=1)[:, m - k :]
-                    cand_scores.append(np.take_along_axis(out, idx, axis=1))
+                    picked = np.take_along_axis(out, idx, axis=1)
+                    cand_scores.append(picked / _row_norms(arr, s + idx))
                     cand_rows.append(idx + g0)
                 else:
-                    cand_scores.append(out.copy())
+                    cand_scores.append(out / _row_norms(arr, np.arange(s, s + m))[None])
                     cand_rows.append(np.broadcast_to(np.arange(g0, g0 + m), (n_q, m)))
     if not cand_scores:
         return np.empty((n_q, 0), np.float32), np.empty((n_q, 0), np.int64)
@@ -169,7 +173,21 @@ def exact_topk(
     rows = np.concatenate(cand_rows, axis=1).astype(np.int64)
     k_eff = min(k, (scores.shape[1] if mask is None else int(mask.sum())) - n_bad)
     order = np.lexsort((rows, -scores), axis=-1)[:, :k_eff]  # ties: lower row (= lower id) first
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+    top = np.clip(np.take_along_axis(scores, order, axis=1), -1.0, 1.0)  # float32 rounding of a cosine
+    return top, np.take_along_axis(rows, order, axis=1)
+
+
+def _row_norms(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Norms of ``arr[rows]`` (any shape of row indices) in float32, 1 for a zero row.
+
+    Stored rows are unit vectors rounded to float16, so their norms differ from 1 by up to about 1e-3: dividing the
+    candidates' inner products by them makes the scores cosines, never above 1.
+    """
+    flat = rows.reshape(-1)
+    order = np.argsort(flat, kind="stable")  # memory-mapped rows are read in file order
+    norms = np.empty(len(flat), np.float32)
+    norms[order] = np.linalg.norm(np.asarray(arr[flat[order]], np.float32), axis=1)
+    return np.where(norms > 0, norms, np.float32(1)).reshape(rows.shape)
 
 
 def prepare_queries(queries: Any, dim: int) -> tuple[np.ndarray, bool]:

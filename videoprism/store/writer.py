@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import uuid
@@ -38,6 +39,7 @@ from .format import (
     read_npy_header,
     save_npy,
     save_npy_streaming,
+    write_error,
     write_part,
 )
 from .live import Snapshot, load_snapshot
@@ -142,12 +144,23 @@ class EmbeddingStore:
                 raise StoreError(f"creating a store at {root} needs model_id and dim")
             if not isinstance(dim, int) or dim <= 0:
                 raise StoreError(f"dim must be a positive int, got {dim!r}")
-            root.mkdir(parents=True, exist_ok=True)
-        lock_fd = cls._lock(root)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise write_error(err, root) from err
+        try:
+            lock_fd = cls._lock(root)
+        except OSError as err:
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):
+                raise
+            raise write_error(err, root) from err
         try:
             if not manifest_path(root).is_file():  # still absent under the lock: we create it
-                (root / SHARDS_DIR).mkdir(exist_ok=True)
-                (root / META_DIR).mkdir(exist_ok=True)
+                for sub in (SHARDS_DIR, META_DIR):
+                    try:
+                        (root / sub).mkdir(exist_ok=True)
+                    except OSError as err:
+                        raise write_error(err, root / sub) from err
                 manifest = {
                     "format": FORMAT_NAME,
                     "format_version": FORMAT_VERSION,
