@@ -1,0 +1,1 @@
+"""Train probes and classifiers on frozen VideoPrism features (`videoprism probe`)."""
