@@ -221,9 +221,14 @@ def _labels(args) -> list[str]:
 
 
 def _cmd_classify(args) -> int:
+    from .probe.cli import classify_command, is_classifier_folder
     from .search import classify_video_files
     from .zero_shot_metadata import TEMPLATE_ENSEMBLES
 
+    if args.labels is None and args.labels_file is None:
+        if is_classifier_folder(args.model):
+            return classify_command(args)
+        raise UsageError("give --labels or --labels-file, or --model a classifier folder from `videoprism probe train`")
     labels = _labels(args)
     if args.templates not in TEMPLATE_ENSEMBLES and "{}" not in args.templates:
         raise UsageError(
@@ -306,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
 
     from .embedding import DEFAULT_MODEL
+    from .probe.cli import add_probe_commands
 
     formatter = argparse.RawDescriptionHelpFormatter
     embed = commands.add_parser(
@@ -359,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser(
         "classify",
-        help="zero-shot classify videos over a list of labels",
+        help="classify videos: zero-shot over a list of labels, or with a trained classifier (--model DIR)",
         description="Zero-shot classification with a video-text model: each video is scored against a prompt per "
         "label (or the mean of a prompt ensemble); probabilities are a softmax over the labels.",
         epilog="examples:\n"
@@ -369,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     classify.add_argument("videos", nargs="+", metavar="VIDEO", help="video file, folder, glob, URL or @list.txt")
-    labels = classify.add_mutually_exclusive_group(required=True)
+    labels = classify.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="comma-separated class names")
     labels.add_argument("--labels-file", metavar="FILE", help="class names, one per line")
     classify.add_argument(
@@ -382,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(classify, DEFAULT_MODEL)
     decode_args(classify)
     classify.set_defaults(run=lambda args: _run_tool(args, _cmd_classify))
+    add_probe_commands(commands, DEFAULT_MODEL)
     return parser
 
 
