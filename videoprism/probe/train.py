@@ -250,6 +250,7 @@ def score_of(metrics: dict[str, float], multi_label: bool) -> float:
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
     """Writes the epoch checkpoint atomically (a kill leaves the previous one intact)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
