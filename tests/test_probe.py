@@ -198,3 +198,168 @@ def test_confusion_matrix_png(tmp_path):
     pixels = np.asarray(image)
     assert pixels.min() < 50  # dark cells, text
     assert (pixels == 255).all(axis=-1).mean() > 0.3  # mostly white background
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end, through the CLI, on generated videos
+
+PATTERNS = ("rows", "columns", "checks")
+
+
+def make_class_video(path: Path, pattern: str, seed: int) -> Path:
+    """8 frames 32x32 of a class's pattern (red rows, green columns, blue checks), moving, with per-video jitter."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32]
+    colour = {"rows": (230, 40, 40), "columns": (40, 210, 60), "checks": (50, 70, 230)}[pattern]
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        phase = int(rng.integers(0, 8))
+        for t in range(8):
+            if pattern == "rows":
+                mask = ((y + t + phase) // 4) % 2
+            elif pattern == "columns":
+                mask = ((x + t + phase) // 4) % 2
+            else:
+                mask = ((x // 8) + (y // 8) + (t + phase) // 4) % 2
+            image = mask[..., None] * np.array(colour) * rng.uniform(0.8, 1.0) + rng.normal(0, 8, (32, 32, 3)) + 10
+            frame = av.VideoFrame.from_ndarray(np.clip(image, 0, 255).astype(np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def video_set(tmp_path_factory) -> Path:
+    """A class-per-folder set: 3 classes of 6 videos."""
+    root = tmp_path_factory.mktemp("probe-videos") / "data"
+    for c, pattern in enumerate(PATTERNS):
+        (root / pattern).mkdir(parents=True)
+        for i in range(6):
+            make_class_video(root / pattern / f"{pattern}{i}.mp4", pattern, seed=100 * c + i)
+    return root
+
+
+def cli(*argv: str) -> int:
+    from videoprism.cli import main
+
+    return main([str(a) for a in argv])
+
+
+TRAIN_FLAGS = ("--epochs", "6", "--lr", "3e-3", "--batch-size", "4", "--val-split", "0.34", "--workers", "0",
+               "--device", "cpu", "--quiet")  # fmt: skip
+
+
+@pytest.mark.parametrize("head", ["attentive", "linear"])
+def test_cli_train_eval_classify(head, video_set, encoder, tmp_path, capsys):
+    _, source = encoder
+    out = tmp_path / "classifier"
+    assert cli("probe", "train", video_set, "--model", source, "--out", out, "--head", head, *TRAIN_FLAGS) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == sorted(PATTERNS) and metrics["n_train"] == 12 and metrics["n_val"] == 6
+    # The saved model on the held-out videos (full tokens from pixels), well above chance (1/3).
+    assert metrics["val"]["n"] == 6 and metrics["val"]["top1"] >= 0.8
+    assert metrics["settings"]["head"] == head and len(metrics["history"]) >= 1
+    assert Image.open(out / "confusion_matrix.png").size[0] > 100
+    capsys.readouterr()
+
+    assert cli("probe", "eval", out, video_set, "--json", "--device", "cpu") == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert set(evaluated) == {"top1", "top5", "mean_class_accuracy", "n"}
+    assert evaluated["n"] == 18 and evaluated["top1"] >= 0.8 and evaluated["top5"] == 1.0
+
+    video = video_set / "checks" / "checks0.mp4"
+    assert cli("classify", video, "--model", out, "--json", "--workers", "0", "--device", "cpu") == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["video"] == str(video)
+    assert sorted(row["label"] for row in result["labels"]) == sorted(PATTERNS)
+    assert result["labels"][0]["label"] == "checks"
+    assert sum(row["probability"] for row in result["labels"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_second_run_reuses_the_cached_features(video_set, encoder, tmp_path, monkeypatch):
+    import videoprism.video_io as video_io
+
+    _, source = encoder
+    cache = tmp_path / "cache"
+    flags = ("--model", source, "--cache-dir", cache, "--epochs", "1", *TRAIN_FLAGS[2:])
+    assert cli("probe", "train", video_set, "--out", tmp_path / "a", *flags) == 0
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert first["settings"]["decoded_clips"] == 18
+
+    calls = []
+    read_video = video_io.read_video
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return read_video(*args, **kwargs)
+
+    monkeypatch.setattr(video_io, "read_video", counted)
+    assert cli("probe", "train", video_set, "--out", tmp_path / "b", *flags) == 0
+    second = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert second["settings"]["decoded_clips"] == 0
+    assert len(calls) == second["n_val"]  # only the saved model's check on the held-out videos decodes
+
+
+def test_unfreeze_fine_tunes_the_last_layers(video_set, encoder, tmp_path):
+    model, source = encoder
+    out = tmp_path / "finetuned"
+    flags = ("--unfreeze", "1", "--grad-accum", "2", "--epochs", "2", *TRAIN_FLAGS[2:])
+    assert cli("probe", "train", video_set, "--model", source, "--out", out, *flags) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["unfreeze"] == 1 and metrics["val"]["n"] == 6
+    tuned = VideoPrismForVideoClassification.from_pretrained(out).vision_model.state_dict()
+    original = model.state_dict()
+    # One layer unfrozen: the (only) temporal layer and the final LayerNorm moved, the spatial layer did not.
+    assert not torch.equal(tuned["temporal_layers.0.mlp.fc1.weight"], original["temporal_layers.0.mlp.fc1.weight"])
+    assert torch.equal(tuned["spatial_layers.0.mlp.fc1.weight"], original["spatial_layers.0.mlp.fc1.weight"])
+    assert torch.equal(tuned["spatial_embeddings.patch_embeddings.projection.weight"],
+                       original["spatial_embeddings.patch_embeddings.projection.weight"])  # fmt: skip
+
+
+def test_bad_data_sets_exit_with_code_2(video_set, encoder, tmp_path, capsys):
+    _, source = encoder
+    one_class = tmp_path / "one"
+    (one_class / "rows").mkdir(parents=True)
+    make_class_video(one_class / "rows" / "a.mp4", "rows", 0)
+    no_label = tmp_path / "list.csv"
+    no_label.write_text(f"path\n{video_set / 'rows' / 'rows0.mp4'}\n")
+    for data in (one_class, no_label, tmp_path / "missing", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        assert cli("probe", "train", data, "--model", source, "--out", tmp_path / "out", *TRAIN_FLAGS) == 2
+        err = capsys.readouterr().err
+        assert "videoprism probe train: error:" in err and "Traceback" not in err
+    assert cli("classify", video_set, "--model", source, "--workers", "0") == 2  # no labels, no classifier
+    assert "classifier folder" in capsys.readouterr().err
+
+
+def test_eval_probe_benchmark_runs_the_colab_protocol(video_set, encoder, tmp_path):
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("eval_probe", Path(__file__).parents[1] / "benchmarks/eval_probe.py")
+    eval_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_probe)
+    _, source = encoder
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rows = ["youtube_id,time_start,time_end,label,split"]
+    for pattern in PATTERNS:
+        for i in range(6):
+            vid = f"{pattern}{i}"
+            # Trimmed clips (<id>_<start>_<end>.mp4) and full videos (<id>.mp4, windowed) both resolve.
+            name = f"{vid}_000000_000001.mp4" if i % 2 else f"{vid}.mp4"
+            shutil.copy(video_set / pattern / f"{vid}.mp4", videos / name)
+            rows.append(f"{vid},0,1,{pattern},{'train' if i < 4 else 'val'}")
+    rows.append("notdownloaded,0,10,rows,train")
+    (tmp_path / "k.csv").write_text("\n".join(rows) + "\n")
+    report = eval_probe.main([str(tmp_path / "k.csv"), str(videos), "--model", str(source), "--workers", "0",
+                              "--device", "cpu", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert report["clips"] == {"train": 12, "val": 6, "skipped": 1}
+    assert report["val"]["n"] == 6 and set(report["val"]) == {"top1", "top5", "mean_class_accuracy", "n"}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["lr"] == 1e-4 and metrics["settings"]["epochs"] == 5
+    assert metrics["settings"]["cache"] == "tokens" and len(metrics["history"]) == 5
