@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from _checkpoints import save_tiny_clip_model
+from _videos import make_video
 
+from videoprism import VideoPrismClipModel, VideoPrismVideoProcessor, VideoPrismVisionModel, read_video
+from videoprism.embedding import load_video_embedder
+from videoprism.probe import features
 from videoprism.probe.data import (
     EmptyClassError,
     EmptyLabelError,
@@ -21,6 +31,7 @@ from videoprism.probe.data import (
     TimeRangeError,
     load_labelled_set,
 )
+from videoprism.probe.features import FeatureCacheError, FeatureSettingsError, extract_features
 
 # ----------------------------------------------------------------------------------------------------------------
 # Labelled sets (placeholder files: loading a set only looks at names)
@@ -243,3 +254,203 @@ def test_sample_shots_multi_label_counts_every_label(tmp_path):
         shots = data.sample_shots(2, seed=seed)
         counts = shots.targets().sum(0)
         assert (counts >= 2).all() and len(shots) <= 4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cached features (real videos, tiny checkpoints)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("probe")
+    lvt = save_tiny_clip_model(root / "lvt")
+    vision = root / "vision"
+    config = VideoPrismClipModel.from_pretrained(lvt).config.vision_config
+    torch.manual_seed(1)
+    VideoPrismVisionModel(config).save_pretrained(vision)
+    VideoPrismVideoProcessor(num_frames=4, size=32).save_pretrained(vision)
+    odd = root / "odd"
+    shutil.copytree(vision, odd)
+    VideoPrismVideoProcessor(num_frames=4, size=24).save_pretrained(odd)  # a 3x3 patch grid
+    videos = root / "videos"
+    videos.mkdir()
+    make_video(videos / "a0.mp4", num_frames=24, fps=12)
+    make_video(videos / "a1.mkv", num_frames=30, fps=10, size=(48, 64))
+    make_video(videos / "b0.mp4", num_frames=40, fps=10, size=(80, 48))
+    make_video(videos / "b1.mov", num_frames=16, fps=8)
+    (videos / "broken.mp4").write_bytes(b"not a video at all" * 10)
+    rows = ["path,label,start,end", "a0.mp4,a,,", "a1.mkv,a,0.5,2", "b0.mp4,b|c,1,", "b1.mov,b,,1.5", "b0.mp4,c,0,1"]
+    (videos / "set.csv").write_text("\n".join(rows) + "\n")
+    (videos / "broken.csv").write_text("path,label,end\na0.mp4,a,\nbroken.mp4,b,\nb1.mov,b,1.5\n")
+    return SimpleNamespace(root=root, lvt=lvt, vision=vision, odd=odd, data=load_labelled_set(videos / "set.csv"))
+
+
+def reference(model: Path, data) -> tuple[np.ndarray, np.ndarray]:
+    """The vision tokens (n, T, N, D) and embeddings (n, D) of each item, straight from the model."""
+    embedder, processor = load_video_embedder(model, device="cpu")
+    vision = getattr(embedder.video_model, "vision_model", embedder.video_model)
+    tokens, embeds = [], []
+    for item in data.items:
+        video = read_video(item.path, num_frames=4, start_time=item.start, end_time=item.end)
+        pixels = torch.from_numpy(processor(video, return_tensors="np")["pixel_values_videos"])
+        with torch.no_grad():
+            tokens.append(vision(pixels).last_hidden_state.reshape(4, 16, -1).numpy())
+        embeds.append(embedder(pixels)[0][0])
+    return np.stack(tokens), np.stack(embeds)
+
+
+@pytest.mark.parametrize("kind", ["lvt", "vision"])
+def test_token_features_equal_the_model(clips, tmp_path, kind):
+    model = getattr(clips, kind)
+    feats = extract_features(clips.data, model, tmp_path, cache="tokens", workers=0, batch_size=2, progress=False)
+    tokens, embeds = reference(model, clips.data)
+    assert feats.tokens.dtype == np.float16 and feats.tokens.shape == (5, 4, 16, 32)
+    assert isinstance(feats.tokens, np.memmap) and isinstance(feats.embeddings, np.memmap)
+    np.testing.assert_allclose(feats.tokens.astype(np.float32), tokens, rtol=1e-3, atol=1e-3)
+    assert np.abs(tokens).max() > 1  # the fp16 tolerance is tested on values of a real size
+    np.testing.assert_allclose(feats.embeddings, embeds, atol=1e-5)
+    if kind == "vision":  # a vision encoder's embedding is the mean of its tokens
+        np.testing.assert_allclose(embeds, tokens.mean((1, 2)) / np.linalg.norm(tokens.mean((1, 2)), axis=1)[:, None],
+                                   atol=1e-5)  # fmt: skip
+    assert (feats.pool, feats.grid, feats.num_frames, feats.size, feats.cache) == (1, (4, 4, 4), 4, (32, 32), "tokens")
+    assert feats.paths == [item.path for item in clips.data.items] and feats.failures == []
+    assert feats.decoded_clips == 5
+    assert feats.class_names == ["a", "b", "c"] and feats.multi_label
+    np.testing.assert_array_equal(feats.targets, [[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 1]])
+    manifest = json.loads((Path(feats.cache_path) / "manifest.json").read_text())
+    assert manifest["model_id"] == str(model) and manifest["grid"] == [4, 4, 4] and manifest["dim"] == 32
+    assert (manifest["cache"], manifest["pool"], manifest["dtype"], manifest["num_frames"]) == (
+        "tokens",
+        1,
+        "float16",
+        4,
+    )
+    assert [(Path(k["path"]).name, k["start"], k["end"]) for k in manifest["items"]] == [
+        ("a0.mp4", None, None), ("a1.mkv", 0.5, 2.0), ("b0.mp4", 1.0, None), ("b1.mov", None, 1.5), ("b0.mp4", 0.0, 1.0)
+    ]  # fmt: skip
+    assert manifest["items"][0]["size"] == os.path.getsize(clips.data.items[0].path)
+    # the spans matter: the same video over another span gives other tokens
+    assert np.abs(tokens[2] - tokens[4]).max() > 1e-2
+
+
+def test_pooled_caches_equal_pooled_tokens(clips, tmp_path):
+    full = extract_features(clips.data, clips.lvt, tmp_path, cache="tokens", workers=0, progress=False)
+    grid = full.tokens.astype(np.float32).reshape(5, 4, 4, 4, 32)
+    for cache, pool in (("pooled2", 2), ("pooled4", 4)):
+        feats = extract_features(clips.data, clips.lvt, tmp_path, cache=cache, workers=0, progress=False)
+        side = 4 // pool
+        expected = grid.reshape(5, 4, side, pool, side, pool, 32).mean((3, 5)).reshape(5, 4, side * side, 32)
+        assert feats.tokens.shape == expected.shape and feats.grid == (4, side, side) and feats.pool == pool
+        np.testing.assert_allclose(feats.tokens.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+        np.testing.assert_array_equal(feats.embeddings, full.embeddings)
+    # pooled 2x2, then the top-left token by hand
+    feats = extract_features(clips.data, clips.lvt, tmp_path, cache="pooled2", workers=0, progress=False)
+    np.testing.assert_allclose(feats.tokens[1, 2, 0], grid[1, 2, :2, :2].mean((0, 1)), rtol=2e-3, atol=2e-3)
+    only = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    assert only.tokens is None and (only.pool, only.grid) == (0, (0, 0, 0))
+    np.testing.assert_array_equal(only.embeddings, full.embeddings)
+    assert not (Path(only.cache_path) / "tokens.npy").exists()
+    assert len({full.cache_path, feats.cache_path, only.cache_path}) == 3
+
+
+def test_cache_is_reused_without_decoding(clips, tmp_path, monkeypatch):
+    first = extract_features(clips.data, clips.lvt, tmp_path, cache="pooled2", workers=0, progress=False)
+    assert first.decoded_clips == 5
+    tokens, embeds = np.array(first.tokens), np.array(first.embeddings)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(features, "load_video_embedder", no_model)
+    again = extract_features(clips.data, clips.lvt, tmp_path, cache="pooled2", workers=0, progress=False)
+    assert again.decoded_clips == 0 and again.cache_path == first.cache_path
+    np.testing.assert_array_equal(again.tokens, tokens)
+    np.testing.assert_array_equal(again.embeddings, embeds)
+    # the parts of a split are other clip lists: their rows are copied from the folder above, not computed
+    train, val = clips.data.split(0.4, seed=0)
+    for part in (train, val):
+        feats = extract_features(part, clips.lvt, tmp_path, cache="pooled2", workers=0, progress=False)
+        assert feats.decoded_clips == 0 and feats.cache_path != first.cache_path
+        rows = [clips.data.items.index(item) for item in part.items]
+        np.testing.assert_array_equal(feats.tokens, tokens[rows])
+        np.testing.assert_array_equal(feats.embeddings, embeds[rows])
+        np.testing.assert_array_equal(feats.targets, first.targets[rows])
+    # other settings are another cache: the model is needed again
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="pooled2", num_frames=2, workers=0, progress=False)
+
+
+def test_interrupted_extraction_resumes(clips, tmp_path, monkeypatch):
+    calls = []
+    real = features.clip_features
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "clip_features", failing)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(clips.data, clips.vision, tmp_path, cache="tokens", workers=0, batch_size=1, progress=False)
+    monkeypatch.setattr(features, "clip_features", real)
+    feats = extract_features(clips.data, clips.vision, tmp_path, cache="tokens", workers=0, batch_size=1,
+                             progress=False)  # fmt: skip
+    assert feats.decoded_clips == 3  # two rows were written before the interruption
+    tokens, embeds = reference(clips.vision, clips.data)
+    np.testing.assert_allclose(feats.tokens.astype(np.float32), tokens, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(feats.embeddings, embeds, atol=1e-5)
+
+
+def test_decoding_workers_give_the_same_features(clips, tmp_path):
+    threaded = extract_features(clips.data, clips.lvt, tmp_path / "t", cache="pooled2", workers=0, progress=False)
+    spawned = extract_features(clips.data, clips.lvt, tmp_path / "p", cache="pooled2", workers=2, batch_size=3,
+                               progress=False)  # fmt: skip
+    assert spawned.decoded_clips == 5
+    np.testing.assert_allclose(spawned.tokens.astype(np.float32), threaded.tokens.astype(np.float32), atol=2e-3)
+
+
+def test_undecodable_videos_are_left_out(clips, tmp_path, capsys):
+    data = load_labelled_set(Path(clips.data.items[0].path).parent / "broken.csv")
+    feats = extract_features(data, clips.lvt, tmp_path, cache="pooled4", workers=0, progress="lines")
+    assert [Path(p).name for p in feats.paths] == ["a0.mp4", "b1.mov"]
+    assert [Path(p).name for p, _ in feats.failures] == ["broken.mp4"] and feats.failures[0][1]
+    assert "failed:" in capsys.readouterr().err
+    assert feats.tokens.shape == (2, 4, 1, 32) and feats.embeddings.shape == (2, 32)
+    np.testing.assert_array_equal(feats.targets, [[1, 0], [0, 1]])
+    full = extract_features(clips.data, clips.lvt, tmp_path, cache="pooled4", workers=0, progress=False)
+    np.testing.assert_array_equal(feats.embeddings, full.embeddings[[0, 3]])
+    np.testing.assert_array_equal(feats.tokens, full.tokens[[0, 3]])
+    again = extract_features(data, clips.lvt, tmp_path, cache="pooled4", workers=0, progress=False)
+    assert again.decoded_clips == 0 and again.failures == feats.failures
+    np.testing.assert_array_equal(again.tokens, feats.tokens)
+
+
+def test_feature_settings_errors(clips, tmp_path):
+    for kwargs, message in (
+        ({"cache": "pooled3"}, "cache='pooled3'; use one of tokens, pooled2, pooled4, embedding"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"num_frames": True}, "num_frames must be a positive integer"),
+        ({"workers": -1}, "workers must be a non-negative integer"),
+    ):
+        with pytest.raises(FeatureSettingsError, match=re.escape(message)):
+            extract_features(clips.data, clips.lvt, tmp_path, progress=False, **kwargs)
+    with pytest.raises(FeatureSettingsError, match="2x2 pooling does not divide the 3x3 patch grid of 24x24 frames"):
+        extract_features(clips.data, clips.odd, tmp_path, cache="pooled2", workers=0, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing was allocated
+    feats = extract_features(clips.data, clips.odd, tmp_path, cache="tokens", workers=0, progress=False)
+    assert feats.tokens.shape == (5, 4, 9, 32) and feats.size == (24, 24)
+
+
+def test_damaged_cache_folder(clips, tmp_path):
+    feats = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    manifest = Path(feats.cache_path) / "manifest.json"
+    manifest.write_text("{not json")
+    with pytest.raises(FeatureCacheError, match="unreadable .*delete"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    manifest.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(FeatureCacheError, match="does not hold probe features"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    manifest.unlink()  # a folder without a manifest is an unfinished creation: made again
+    again = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    assert again.decoded_clips == 5
