@@ -260,7 +260,9 @@ def _read_window(path: str, num_frames: int, start: float, end: float, duration:
     return read_video(path, num_frames=num_frames)
 
 
-def _video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+def _video_clips(
+    path: str | tuple, processor: Any, settings: ClipSettings
+) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time."""
     from .video_io import read_video
 
@@ -278,6 +280,11 @@ def _video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[
             "video_rows": rows,
         }
 
+    if isinstance(path, tuple):  # a span (path, start, end): one clip of the frames in [start, end)
+        path, start, end = path
+        video = read_video(path, num_frames=settings.num_frames, start_time=start, end_time=end)
+        yield meta(video, "span", start, end, 1), pixels(video)
+        return
     if settings.window is None:
         video = read_video(path, num_frames=settings.num_frames)
         yield meta(video, "clip", None, None, 1), pixels(video)
@@ -376,13 +383,14 @@ class DecodePool:
     Each video index gets exactly one "done" or "fail".
 
     Args:
-        paths: Videos to decode.
+        paths: Videos to decode; a ``(path, start, end)`` span (seconds, None for either end) gives one clip of the
+            frames in ``[start, end)``.
         settings: Clip settings.
         workers: Worker processes; 0 decodes in one thread of this process.
         queue_size: Clips that may wait in the queue (the memory bound).
     """
 
-    def __init__(self, paths: Sequence[str], settings: ClipSettings, workers: int, queue_size: int) -> None:
+    def __init__(self, paths: Sequence[str | tuple], settings: ClipSettings, workers: int, queue_size: int) -> None:
         self.paths = list(paths)
         self.settings = settings
         self.threaded = workers == 0
