@@ -332,7 +332,9 @@ def test_bad_data_sets_exit_with_code_2(video_set, encoder, tmp_path, capsys):
         assert cli("probe", "train", data, "--model", source, "--out", tmp_path / "out", *TRAIN_FLAGS) == 2
         err = capsys.readouterr().err
         assert "videoprism probe train: error:" in err and "Traceback" not in err
-    assert cli("classify", video_set, "--model", source, "--workers", "0") == 2  # no labels, no classifier
+    with pytest.raises(SystemExit) as exited:  # a usage error: no labels, and the model is no classifier
+        cli("classify", video_set, "--model", source, "--workers", "0")
+    assert exited.value.code == 2
     assert "classifier folder" in capsys.readouterr().err
 
 
