@@ -164,8 +164,13 @@ def train_probe(
         "multi_label": train_set.multi_label,
         "n_train": len(train_set),
         "n_val": len(val_set),
-        "settings": {**dataclasses.asdict(settings_obj), "shots": shots, "unfreeze": unfreeze,
-                     "grad_accum": grad_accum, **cache_info},  # fmt: skip
+        "settings": {
+            **dataclasses.asdict(settings_obj),
+            "shots": shots,
+            "unfreeze": unfreeze,
+            "grad_accum": grad_accum,
+            **cache_info,
+        },
         "best_epoch": result.best_epoch,
         "history": result.history,
         "val_features": result.val_metrics,
@@ -233,5 +238,7 @@ def classify_with_probe(
             results.append({"video": path, "labels": [], "error": failures[i]})
             continue
         order = np.argsort(-probs[i], kind="stable")
-        results.append({"video": path, "labels": [{"label": names[j], "probability": float(probs[i, j])} for j in order]})
+        results.append(
+            {"video": path, "labels": [{"label": names[j], "probability": float(probs[i, j])} for j in order]}
+        )
     return results

@@ -193,9 +193,7 @@ def add_probe_commands(commands: argparse._SubParsersAction, default_model: str)
     )
     train.add_argument("data", metavar="DATA", help="labelled videos: class folders, or a CSV/JSONL file")
     train.add_argument("--out", required=True, metavar="DIR", help="classifier folder to write")
-    train.add_argument(
-        "--model", default=default_model, help=f"encoder checkpoint (default: {default_model})"
-    )
+    train.add_argument("--model", default=default_model, help=f"encoder checkpoint (default: {default_model})")
     held_out = train.add_mutually_exclusive_group()
     held_out.add_argument("--val", metavar="DATA", help="validation set (default: --val-split of DATA)")
     held_out.add_argument(

@@ -130,7 +130,7 @@ class ProbeResult:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
+    """CUDA when `device` is "auto" and CUDA is available, else CPU; otherwise `device` itself."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

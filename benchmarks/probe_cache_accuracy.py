@@ -1,0 +1,142 @@
+"""What a spatially pooled feature cache costs a probe: accuracy of ``tokens`` against ``pooled2`` / ``pooled4``.
+
+Generates a labelled set whose classes differ only in WHERE things happen (a bright square moving through one of four
+regions of a mid-grey frame, with distractor squares elsewhere, per-video jitter), saves a small random LvT model
+(64x64 frames, patch 8: an 8x8 token grid, so both pooling factors divide it), and for each cache kind in the same
+run trains the attentive head (and the linear head) on the same split with the same settings, then reports:
+
+* ``cache top-1``: the head on the cached (possibly pooled) validation features, as during training;
+* ``saved top-1``: the saved classifier on the validation VIDEOS (full token grid, from pixels): the accuracy a user
+  gets, which is what a pooled cache can cost (the head is trained on averaged tokens, applied to full ones);
+* the cache's bytes per clip and the head-training seconds, as ratios to ``tokens``.
+
+A random encoder is a weak stand-in for VideoPrism's features: read the figures as what pooling removes from the
+tokens (spatial detail), not as Kinetics accuracy. Usage::
+
+    python benchmarks/probe_cache_accuracy.py                  # 4 classes x 16 videos, 3 seeds
+    python benchmarks/probe_cache_accuracy.py --videos 8 --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from videoprism import (  # noqa: E402
+    VideoPrismClipModel,
+    VideoPrismConfig,
+    VideoPrismTextConfig,
+    VideoPrismVideoProcessor,
+    VideoPrismVisionConfig,
+)
+from videoprism.probe.api import train_probe  # noqa: E402
+
+REGIONS = {"top-left": (0, 0), "top-right": (0, 1), "bottom-left": (1, 0), "bottom-right": (1, 1)}
+SIZE = 64
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def make_video(path: Path, region: tuple[int, int], rng: np.random.Generator, frames: int = 8) -> None:
+    """A bright square moving inside one quadrant; two dimmer distractor squares anywhere."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        y0, x0 = region[0] * 32 + rng.integers(0, 12), region[1] * 32 + rng.integers(0, 12)
+        dy, dx = rng.integers(-1, 2, size=2)
+        distractors = rng.integers(0, SIZE - 8, size=(2, 2))
+        for t in range(frames):
+            image = np.full((SIZE, SIZE, 3), 110.0) + rng.normal(0, 10, (SIZE, SIZE, 3))
+            for dy0, dx0 in distractors:
+                image[dy0 : dy0 + 8, dx0 : dx0 + 8] = 150
+            y, x = int(np.clip(y0 + dy * t, 0, SIZE - 12)), int(np.clip(x0 + dx * t, 0, SIZE - 12))
+            image[y : y + 12, x : x + 12] = (240, 230, 60)
+            frame = av.VideoFrame.from_ndarray(np.clip(image, 0, 255).astype(np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def make_set(root: Path, per_class: int) -> Path:
+    rng = np.random.default_rng(0)
+    for name, region in REGIONS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            make_video(root / name / f"{i}.mp4", region, rng)
+    return root
+
+
+def make_model(folder: Path) -> Path:
+    vision = VideoPrismVisionConfig(
+        hidden_size=64, num_attention_heads=4, intermediate_size=256, num_spatial_layers=2, num_temporal_layers=2,
+        num_auxiliary_layers=1, image_size=SIZE, tubelet_size=[1, 8, 8], num_frames=8,
+    )  # fmt: skip
+    text = VideoPrismTextConfig(
+        vocab_size=64, hidden_size=64, num_attention_heads=4, num_hidden_layers=1, max_position_embeddings=16
+    )
+    torch.manual_seed(0)
+    VideoPrismClipModel(VideoPrismConfig(vision, text)).save_pretrained(folder)
+    VideoPrismVideoProcessor(num_frames=8, size=SIZE).save_pretrained(folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=16, help="videos per class")
+    parser.add_argument("--seeds", type=int, default=3, help="splits / initialisations averaged")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--caches", nargs="+", default=["tokens", "pooled2", "pooled4"])
+    parser.add_argument("--heads", nargs="+", default=["attentive", "linear"])
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data, model = make_set(tmp / "data", args.videos), make_model(tmp / "model")
+        for head in args.heads:
+            for cache in args.caches:
+                cached, saved, seconds = [], [], []
+                for seed in range(args.seeds):
+                    out = tmp / f"{head}-{cache}-{seed}"
+                    t0 = time.perf_counter()
+                    run = train_probe(
+                        data, out, model, cache=cache, cache_dir=tmp / "cache", head=head, epochs=args.epochs,
+                        lr=3e-3, batch_size=8, patience=0, seed=seed, val_split=0.25, workers=0, device="cpu",
+                    )  # fmt: skip
+                    seconds.append(time.perf_counter() - t0)
+                    cached.append(run.metrics["val_features"]["top1"])
+                    saved.append(run.metrics["val"]["top1"])
+                pool = {"tokens": 1, "pooled2": 2, "pooled4": 4}[cache]
+                size = 8 * (SIZE // 8 // pool) ** 2 * 64 * 2  # frames x tokens per frame x width x fp16
+                rows.append(
+                    dict(head=head, cache=cache, cache_top1=statistics.mean(cached), saved_top1=statistics.mean(saved),
+                         bytes_per_clip=size, seconds=statistics.mean(seconds))
+                )  # fmt: skip
+    print(f"CPU: {cpu_name()}; {args.videos} videos x {len(REGIONS)} classes, 25% held out, {args.seeds} seeds, "
+          f"{args.epochs} epochs; mean top-1 over seeds")  # fmt: skip
+    print(f"{'head':<10} {'cache':<8} {'cache top-1':>11} {'saved top-1':>11} {'KiB/clip':>9} {'size':>6}")
+    for row in rows:
+        base = next(r for r in rows if r["head"] == row["head"] and r["cache"] == "tokens")
+        ratio = row["bytes_per_clip"] / base["bytes_per_clip"] if base["bytes_per_clip"] else float("nan")
+        print(f"{row['head']:<10} {row['cache']:<8} {row['cache_top1']:>11.3f} {row['saved_top1']:>11.3f} "
+              f"{row['bytes_per_clip'] / 1024:>9.1f} {ratio:>6.3f}")  # fmt: skip
+    return {"rows": rows, "cpu": cpu_name()}
+
+
+if __name__ == "__main__":
+    main()
