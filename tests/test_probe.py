@@ -10,7 +10,12 @@ import torch
 import transformers
 from PIL import Image
 
-from videoprism import VideoPrismForVideoClassification, VideoPrismVisionConfig, VideoPrismVisionModel
+from videoprism import (
+    VideoPrismForVideoClassification,
+    VideoPrismVideoProcessor,
+    VideoPrismVisionConfig,
+    VideoPrismVisionModel,
+)
 from videoprism.probe import train as train_module
 from videoprism.probe.classifier import build_classifier, load_classifier, save_classifier
 from videoprism.probe.features import ProbeFeatures
@@ -162,7 +167,8 @@ def test_saved_classifier_computes_the_head_on_full_tokens(kind, encoder, tmp_pa
         # The linear head's exact mapping: a zero query (uniform attention), identity value/output projections.
         torch.testing.assert_close(classifier(x).logits, expected, rtol=0, atol=1e-5)
 
-    save_classifier(classifier, tmp_path, source, {"note": "test"}, np.array([[2, 1, 0], [0, 3, 0], [1, 0, 2]]))
+    processor = VideoPrismVideoProcessor.from_pretrained(source)
+    save_classifier(classifier, tmp_path, processor, {"note": "test"}, np.array([[2, 1, 0], [0, 3, 0], [1, 0, 2]]))
     ours, processor = load_classifier(tmp_path)
     assert ours.config.id2label == dict(enumerate(CLASSES)) and ours.config.num_labels == 3
     assert processor.num_frames == 4

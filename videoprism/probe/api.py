@@ -177,13 +177,14 @@ def train_probe(
         "train_seconds": time.perf_counter() - started,
     }
     confusion = None
+    processor = _processor_of(model, num_frames)
     if evaluate_saved:
         classifier.to(resolve_device(settings_obj.device))
-        logits, failures = predict_clips(classifier, _processor_of(model, num_frames), clips_of(val_set))
+        logits, _ = predict_clips(classifier, processor, clips_of(val_set))
         saved, confusion = evaluate_logits(logits, val_set.targets(), val_set.multi_label)
         metrics["val"] = saved
         classifier.cpu()
-    save_classifier(classifier, out, model, metrics, confusion)
+    save_classifier(classifier, out, processor, metrics, confusion)
     return ProbeRun(out, metrics, result)
 
 

@@ -65,15 +65,15 @@ def build_classifier(
 def save_classifier(
     model: VideoPrismForVideoClassification,
     out: str | os.PathLike,
-    source: str | os.PathLike,
+    processor: VideoPrismVideoProcessor,
     metrics: dict[str, Any],
     confusion: np.ndarray | None = None,
 ) -> None:
-    """Writes the transformers-format folder: config.json, model.safetensors, the source's video processor
-    settings, `metrics.json` and (given `confusion`) the confusion-matrix PNG."""
+    """Writes the transformers-format folder: config.json, model.safetensors, the video processor settings the
+    features were computed with, `metrics.json` and (given `confusion`) the confusion-matrix PNG."""
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out)
-    VideoPrismVideoProcessor.from_pretrained(source).save_pretrained(out)
+    processor.save_pretrained(out)
     with open(os.path.join(out, METRICS_NAME), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
         f.write("\n")
