@@ -102,19 +102,19 @@ def fit_encoder(
     processor = VideoPrismVideoProcessor.from_pretrained(model, **overrides)
     encoder = load_encoder(model)
     unfrozen = unfreeze_layers(encoder, unfreeze)
-    torch.manual_seed(settings.seed)
-    head = build_head(settings.head, encoder.config, len(train.class_names), settings.dropout)
-    module = EncoderProbe(encoder, head, settings.head)
+    train_data, val_data = VideoBatches(train, processor), VideoBatches(val, processor)
     identity = {
         "settings": settings.fingerprint(),
         "classes": list(train.class_names),
-        "clips": [(c.path, c.start, c.end) for c in VideoBatches(train, processor).clips],
+        "clips": [(c.path, c.start, c.end) for c in train_data.clips],
         "unfreeze": unfrozen,
         "grad_accum": grad_accum,
     }
-    result = train_loop(
-        module, VideoBatches(train, processor), VideoBatches(val, processor), settings, identity, out, grad_accum
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        head = build_head(settings.head, encoder.config, len(train.class_names), settings.dropout)
+        module = EncoderProbe(encoder, head, settings.head)
+        result = train_loop(module, train_data, val_data, settings, identity, out, grad_accum)
     result.head = module.head
     for layer in encoder.modules():
         layer.__dict__.pop("forward", None)  # drop the checkpointing wrappers

@@ -285,12 +285,13 @@ def fit_head(
     dim = train.tokens.shape[-1]
     if dim != config.hidden_size:
         raise ProbeSettingsError(f"features of width {dim} do not match the model's hidden size {config.hidden_size}")
-    torch.manual_seed(settings.seed)
-    head = build_head(settings.head, config, len(train.class_names), settings.dropout)
     train_data = FeatureBatches(train, settings.head)
     val_data = FeatureBatches(val, settings.head) if val is not None else None
     identity = {"settings": settings.fingerprint(), "classes": list(train.class_names), "n_train": len(train_data)}
-    return train_loop(head, train_data, val_data, settings, identity, checkpoint_dir)
+    with torch.random.fork_rng(devices=[]):  # the seed governs this run only, not the caller's random stream
+        torch.manual_seed(settings.seed)
+        head = build_head(settings.head, config, len(train.class_names), settings.dropout)
+        return train_loop(head, train_data, val_data, settings, identity, checkpoint_dir)
 
 
 def train_loop(
