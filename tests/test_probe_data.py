@@ -437,7 +437,7 @@ def test_feature_settings_errors(clips, tmp_path):
             extract_features(clips.data, clips.lvt, tmp_path, progress=False, **kwargs)
     with pytest.raises(FeatureSettingsError, match="2x2 pooling does not divide the 3x3 patch grid of 24x24 frames"):
         extract_features(clips.data, clips.odd, tmp_path, cache="pooled2", workers=0, progress=False)
-    assert list(tmp_path.iterdir()) == []  # nothing was allocated
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # nothing was allocated
     feats = extract_features(clips.data, clips.odd, tmp_path, cache="tokens", workers=0, progress=False)
     assert feats.tokens.shape == (5, 4, 9, 32) and feats.size == (24, 24)
 
@@ -454,3 +454,14 @@ def test_damaged_cache_folder(clips, tmp_path):
     manifest.unlink()  # a folder without a manifest is an unfinished creation: made again
     again = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
     assert again.decoded_clips == 5
+
+
+def test_one_extraction_at_a_time_per_cache_folder(clips, tmp_path):
+    import fcntl
+
+    tmp_path.joinpath(".lock").touch()
+    with open(tmp_path / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(FeatureCacheError, match="another process is extracting features into .*; wait for it"):
+            extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    assert extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False).paths
