@@ -445,6 +445,14 @@ def test_feature_settings_errors(clips, tmp_path):
 def test_damaged_cache_folder(clips, tmp_path):
     feats = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
     manifest = Path(feats.cache_path) / "manifest.json"
+    good = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in good.items() if k != "grid"}))
+    with pytest.raises(FeatureCacheError, match="is damaged \\(KeyError: 'grid'\\); delete it"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    (Path(feats.cache_path) / "embeddings.npy").write_bytes(b"garbage")
+    manifest.write_text(json.dumps(good))
+    with pytest.raises(FeatureCacheError, match="is damaged \\(ValueError: .*delete it"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
     manifest.write_text("{not json")
     with pytest.raises(FeatureCacheError, match="unreadable .*delete"):
         extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)

@@ -242,7 +242,15 @@ class _Cache:
                 f"{shown(str(folder))} does not hold probe features of this version; delete it or pick another cache "
                 f"folder"
             )
-        return cls(folder, manifest)
+        try:
+            return cls(folder, manifest)
+        except FeatureCacheError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FeatureCacheError(
+                f"{shown(str(folder))} is damaged ({type(err).__name__}: {err}); delete it to extract the features "
+                f"again"
+            ) from err
 
     def write(self, rows: list[int], tokens: np.ndarray | None, embeddings: np.ndarray) -> None:
         """Writes rows, flushes them, then marks them done (so a crash in between only costs recomputing them)."""
