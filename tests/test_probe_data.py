@@ -29,6 +29,7 @@ from videoprism.probe.data import (
     SingleClassError,
     SplitError,
     TimeRangeError,
+    UnknownLabelError,
     load_labelled_set,
 )
 from videoprism.probe.features import FeatureCacheError, FeatureSettingsError, extract_features
@@ -114,6 +115,19 @@ def test_jsonl_multi_label_and_merged_rows(tmp_path):
         ("c.mp4", ("7",), None, None),
     ]
     np.testing.assert_array_equal(data.targets(), [[0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 1, 0], [1, 0, 0, 0]])
+
+
+def test_given_class_names(tmp_path):
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "b.mp4")
+    (tmp_path / "test.csv").write_text("path,label\na.mp4,dog\nb.mp4,dog\n")
+    data = load_labelled_set(tmp_path / "test.csv", class_names=["dog", "cat", "bird"])
+    assert data.class_names == ["dog", "cat", "bird"] and len(data) == 2
+    np.testing.assert_array_equal(data.targets(), [[1, 0, 0], [1, 0, 0]])
+    with pytest.raises(UnknownLabelError, match="test.csv has labels the classifier does not know: 'dog'; its cl"):
+        load_labelled_set(tmp_path / "test.csv", class_names=["cat", "bird"])
+    with pytest.raises(SingleClassError, match="at least two distinct classes"):
+        load_labelled_set(tmp_path / "test.csv", class_names=["dog", "dog"])
 
 
 def test_url_rows_are_kept_unchecked(tmp_path):
