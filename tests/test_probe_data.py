@@ -29,6 +29,7 @@ from videoprism.probe.data import (
     SingleClassError,
     SplitError,
     TimeRangeError,
+    UnknownLabelError,
     load_labelled_set,
 )
 from videoprism.probe.features import FeatureCacheError, FeatureSettingsError, extract_features
@@ -114,6 +115,19 @@ def test_jsonl_multi_label_and_merged_rows(tmp_path):
         ("c.mp4", ("7",), None, None),
     ]
     np.testing.assert_array_equal(data.targets(), [[0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 1, 0], [1, 0, 0, 0]])
+
+
+def test_given_class_names(tmp_path):
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "b.mp4")
+    (tmp_path / "test.csv").write_text("path,label\na.mp4,dog\nb.mp4,dog\n")
+    data = load_labelled_set(tmp_path / "test.csv", class_names=["dog", "cat", "bird"])
+    assert data.class_names == ["dog", "cat", "bird"] and len(data) == 2
+    np.testing.assert_array_equal(data.targets(), [[1, 0, 0], [1, 0, 0]])
+    with pytest.raises(UnknownLabelError, match="test.csv has labels the classifier does not know: 'dog'; its cl"):
+        load_labelled_set(tmp_path / "test.csv", class_names=["cat", "bird"])
+    with pytest.raises(SingleClassError, match="at least two distinct classes"):
+        load_labelled_set(tmp_path / "test.csv", class_names=["dog", "dog"])
 
 
 def test_url_rows_are_kept_unchecked(tmp_path):
@@ -437,7 +451,7 @@ def test_feature_settings_errors(clips, tmp_path):
             extract_features(clips.data, clips.lvt, tmp_path, progress=False, **kwargs)
     with pytest.raises(FeatureSettingsError, match="2x2 pooling does not divide the 3x3 patch grid of 24x24 frames"):
         extract_features(clips.data, clips.odd, tmp_path, cache="pooled2", workers=0, progress=False)
-    assert list(tmp_path.iterdir()) == []  # nothing was allocated
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # nothing was allocated
     feats = extract_features(clips.data, clips.odd, tmp_path, cache="tokens", workers=0, progress=False)
     assert feats.tokens.shape == (5, 4, 9, 32) and feats.size == (24, 24)
 
@@ -445,6 +459,14 @@ def test_feature_settings_errors(clips, tmp_path):
 def test_damaged_cache_folder(clips, tmp_path):
     feats = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
     manifest = Path(feats.cache_path) / "manifest.json"
+    good = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in good.items() if k != "grid"}))
+    with pytest.raises(FeatureCacheError, match="is damaged \\(KeyError: 'grid'\\); delete it"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    (Path(feats.cache_path) / "embeddings.npy").write_bytes(b"garbage")
+    manifest.write_text(json.dumps(good))
+    with pytest.raises(FeatureCacheError, match="is damaged \\(ValueError: .*delete it"):
+        extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
     manifest.write_text("{not json")
     with pytest.raises(FeatureCacheError, match="unreadable .*delete"):
         extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
@@ -454,3 +476,14 @@ def test_damaged_cache_folder(clips, tmp_path):
     manifest.unlink()  # a folder without a manifest is an unfinished creation: made again
     again = extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
     assert again.decoded_clips == 5
+
+
+def test_one_extraction_at_a_time_per_cache_folder(clips, tmp_path):
+    import fcntl
+
+    tmp_path.joinpath(".lock").touch()
+    with open(tmp_path / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(FeatureCacheError, match="another process is extracting features into .*; wait for it"):
+            extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False)
+    assert extract_features(clips.data, clips.lvt, tmp_path, cache="embedding", workers=0, progress=False).paths

@@ -40,6 +40,7 @@ __all__ = [
     "SingleClassError",
     "SplitError",
     "TimeRangeError",
+    "UnknownLabelError",
     "load_labelled_set",
     "shown",
 ]
@@ -80,6 +81,10 @@ class TimeRangeError(LabelledSetError):
 
 class EmptyLabelError(LabelledSetError):
     """A row whose label (or one of its ``|``-separated labels) is empty."""
+
+
+class UnknownLabelError(LabelledSetError):
+    """A label that is not among the classes the set is scored against."""
 
 
 class SplitError(LabelledSetError):
@@ -208,13 +213,17 @@ def _seed(seed: int) -> int:
     return seed
 
 
-def load_labelled_set(source: str | os.PathLike[str], *, quiet: bool = False) -> LabelledSet:
+def load_labelled_set(
+    source: str | os.PathLike[str], *, class_names: Iterable[str] | None = None, quiet: bool = False
+) -> LabelledSet:
     """Reads a labelled video set: a folder with one sub-folder per class, or a ``.csv`` / ``.jsonl`` list.
 
     See the module docstring for the formats.
 
     Args:
         source: The folder or list file.
+        class_names: The classes, in target column order, for a set scored against an existing head (a test set
+            may then lack some classes); default: the set's own labels, sorted.
         quiet: Do not print the skipped videos to stderr.
 
     Returns:
@@ -223,7 +232,8 @@ def load_labelled_set(source: str | os.PathLike[str], *, quiet: bool = False) ->
     Raises:
         LabelledSetNotFoundError: ``source`` does not exist.
         LabelledSetError: The set is unusable; the subclass says why (`EmptyClassError`, `LabelColumnsError`,
-            `EmptyLabelledSetError`, `SingleClassError`, `TimeRangeError`, `EmptyLabelError`).
+            `EmptyLabelledSetError`, `SingleClassError`, `TimeRangeError`, `EmptyLabelError`,
+            `UnknownLabelError`).
     """
     path = Path(source).expanduser()
     name = shown(os.fspath(source))
@@ -244,7 +254,7 @@ def load_labelled_set(source: str | os.PathLike[str], *, quiet: bool = False) ->
     if not quiet:
         for video, reason in skipped:
             print(f"videoprism probe: skipped {shown(video)}: {reason}", file=sys.stderr)
-    return _build(rows, skipped, name)
+    return _build(rows, skipped, name, None if class_names is None else list(class_names))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -401,12 +411,23 @@ def _time(value: object, column: str, where: str) -> float | None:
 # The set
 
 
-def _build(rows: list[tuple], skipped: list[tuple[str, str]], name: str) -> LabelledSet:
+def _build(rows: list[tuple], skipped: list[tuple[str, str]], name: str, given: list[str] | None) -> LabelledSet:
     merged: dict[tuple, list[str]] = {}
     for video, labels, start, end, _ in rows:  # rows naming one video and span merge their labels
         merged.setdefault((video, start, end), []).extend(labels)
     items = [LabelledItem(v, tuple(dict.fromkeys(labels)), s, e) for (v, s, e), labels in merged.items()]
     class_names = sorted({label for item in items for label in item.labels})
+    if given is not None:
+        unknown = [label for label in class_names if label not in given]
+        if unknown:
+            shown_unknown = ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+            raise UnknownLabelError(
+                f"{name} has labels the classifier does not know: {shown_unknown}; its classes are "
+                f"{', '.join(map(repr, given[:20]))}{' ...' if len(given) > 20 else ''}"
+            )
+        if len(set(given)) != len(given) or len(given) < 2:
+            raise SingleClassError(f"class_names={given!r}: give at least two distinct classes")
+        class_names = given
     if len(class_names) < 2:
         raise SingleClassError(
             f"{name} has a single class ({class_names[0]!r}); a probe needs videos of at least two classes"

@@ -20,10 +20,12 @@ decode, the rows of the others are copied once into ``tokens-valid.npy`` / ``emb
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,11 @@ from ..embedding import (
 )
 from .data import LabelledItem, LabelledSet, shown
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; one extraction per cache folder is then up to the user
+    fcntl = None
+
 __all__ = [
     "CACHE_KINDS",
     "FeatureCacheError",
@@ -58,6 +65,7 @@ __all__ = [
 #: Cache kinds and the spatial pooling factor of their tokens (0: no tokens, only the pooled embeddings).
 CACHE_KINDS = {"tokens": 1, "pooled2": 2, "pooled4": 4, "embedding": 0}
 MANIFEST = "manifest.json"
+LOCK_NAME = ".lock"
 _FORMAT = "videoprism-probe-features"
 _VERSION = 1
 _COPY_ROWS = 64  # rows per chunk when copying between caches
@@ -68,7 +76,7 @@ class FeatureSettingsError(ValueError):
 
 
 class FeatureCacheError(ValueError):
-    """A feature cache folder that is damaged or was written by something else."""
+    """A feature cache folder that is damaged, was written by something else, or is in use by another process."""
 
 
 class FeatureExtractionError(RuntimeError):
@@ -234,7 +242,15 @@ class _Cache:
                 f"{shown(str(folder))} does not hold probe features of this version; delete it or pick another cache "
                 f"folder"
             )
-        return cls(folder, manifest)
+        try:
+            return cls(folder, manifest)
+        except FeatureCacheError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FeatureCacheError(
+                f"{shown(str(folder))} is damaged ({type(err).__name__}: {err}); delete it to extract the features "
+                f"again"
+            ) from err
 
     def write(self, rows: list[int], tokens: np.ndarray | None, embeddings: np.ndarray) -> None:
         """Writes rows, flushes them, then marks them done (so a crash in between only costs recomputing them)."""
@@ -269,6 +285,25 @@ class _Cache:
                 continue  # a line cut short by a kill: its row is not marked failed, so it is retried
             out[int(record["row"])] = str(record["error"])
         return {row: error for row, error in out.items() if self.done[row] == 2}
+
+
+@contextlib.contextmanager
+def _locked(cache_root: Path) -> Iterator[None]:
+    """Holds the cache folder's lock: one extraction at a time writes to a cache folder."""
+    cache_root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache_root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FeatureCacheError(
+                    f"another process is extracting features into {shown(str(cache_root))}; wait for it to finish "
+                    f"or give another cache folder"
+                ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _settings(model_id: str, num_frames: int, size: tuple[int, int], weights: str, cache: str) -> dict[str, Any]:
@@ -387,9 +422,40 @@ def extract_features(
     keys = [key for _, key in keyed]
     folder = cache_root / _folder_name(settings, keys)
 
+    run = _Run(model, processor, device, dtype, batch_size, workers, progress, progress_interval)
+    with _locked(cache_root):
+        store, decoded = _fill(cache_root, folder, settings, keys, run)
+    rows = [i for i, _ in keyed]  # cache row r holds data item rows[r]
+    if store is not None:
+        failures.update({rows[r]: error for r, error in store.failures().items()})
+    return _result(data, store, rows, failures, decoded, settings)
+
+
+@dataclass
+class _Run:
+    """How to compute missing rows: the model source, its processor, and the pipeline settings."""
+
+    model: str | os.PathLike[str]
+    processor: Any
+    device: str | torch.device | None
+    dtype: str | torch.dtype | None
+    batch_size: int
+    workers: int | None
+    progress: bool | str
+    progress_interval: float
+
+    def embedder(self) -> VideoEmbedder:
+        num_frames = self.processor.num_frames
+        return load_video_embedder(self.model, device=self.device, dtype=self.dtype, num_frames=num_frames)[0]
+
+
+def _fill(
+    cache_root: Path, folder: Path, settings: dict[str, Any], keys: list[dict[str, Any]], run: _Run
+) -> tuple[_Cache | None, int]:
+    """Opens (or creates) the cache folder of ``keys`` and fills its missing rows; returns it and the clips decoded."""
     embedder = store = None
     todo: list[int] = []
-    if keyed:
+    if keys:
         store = _Cache.open(folder)
         if store is not None and store.manifest["items"] != keys:
             raise FeatureCacheError(
@@ -400,8 +466,8 @@ def extract_features(
             if siblings:
                 geometry = {k: siblings[0].manifest[k] for k in ("grid", "dim")}
             else:
-                embedder, _ = load_video_embedder(model, device=device, dtype=dtype, num_frames=num_frames)
-                geometry = _geometry(embedder, size, settings["pool"])
+                embedder = run.embedder()
+                geometry = _geometry(embedder, tuple(settings["size"]), settings["pool"])
             manifest = {"format": _FORMAT, "version": _VERSION, **settings, **geometry, "dtype": "float16"}
             store = _Cache.create(folder, {**manifest, "items": keys})
         todo = [row for row in range(store.n) if store.done[row] == 0]
@@ -410,14 +476,8 @@ def extract_features(
 
     decoded = 0
     if todo:
-        if embedder is None:
-            embedder, _ = load_video_embedder(model, device=device, dtype=dtype, num_frames=num_frames)
-        decoded = _extract(store, todo, embedder, processor, batch_size, workers, progress, progress_interval)
-
-    rows = [i for i, _ in keyed]  # cache row r holds data item rows[r]
-    if store is not None:
-        failures.update({rows[r]: error for r, error in store.failures().items()})
-    return _result(data, store, rows, failures, decoded, settings)
+        decoded = _extract(store, todo, embedder or run.embedder(), run)
+    return store, decoded
 
 
 def _geometry(embedder: VideoEmbedder, size: tuple[int, int], pool: int) -> dict[str, Any]:
@@ -434,24 +494,15 @@ def _geometry(embedder: VideoEmbedder, size: tuple[int, int], pool: int) -> dict
     return {"grid": [embedder.num_frames, grid_h // pool, grid_w // pool], "dim": embedder.dim}
 
 
-def _extract(
-    store: _Cache,
-    todo: list[int],
-    embedder: VideoEmbedder,
-    processor: Any,
-    batch_size: int,
-    workers: int | None,
-    progress: bool | str,
-    progress_interval: float,
-) -> int:
+def _extract(store: _Cache, todo: list[int], embedder: VideoEmbedder, run: _Run) -> int:
     """Decodes and encodes the rows ``todo`` into the cache; returns the number of clips decoded."""
     items = store.manifest["items"]
     spans = [(items[row]["path"], items[row]["start"], items[row]["end"]) for row in todo]
-    settings = ClipSettings(processor.to_dict(), embedder.num_frames, None, None)
+    settings = ClipSettings(run.processor.to_dict(), embedder.num_frames, None, None)
     pool_factor = store.manifest["pool"]
     pending: list[tuple[int, np.ndarray]] = []
     counts = {"decoded": 0, "finished": 0, "failed": 0}
-    bar = Progress(len(todo), progress, progress_interval, name="probe features")
+    bar = Progress(len(todo), run.progress, run.progress_interval, name="probe features")
 
     def flush() -> None:
         if pending:
@@ -461,15 +512,15 @@ def _extract(
             pending.clear()
         bar.update(counts["finished"] + counts["failed"], counts["decoded"], counts["failed"])
 
-    num_workers = default_workers(len(todo)) if workers is None else workers
+    num_workers = default_workers(len(todo)) if run.workers is None else run.workers
     try:
-        with DecodePool(spans, settings, num_workers, 2 * batch_size) as pool:
+        with DecodePool(spans, settings, num_workers, 2 * run.batch_size) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
                     counts["decoded"] += 1
                     pending.append((idx, event[3]))
-                    if len(pending) >= batch_size:
+                    if len(pending) >= run.batch_size:
                         flush()
                 elif kind == "fail":
                     counts["failed"] += 1
