@@ -11,8 +11,8 @@ run, with the same model, dtype, batch size and decoding workers:
 * ``reuse <cache>``: the same call again, served from the cache without decoding (clips/s);
 * the cache's bytes per clip on disk for each kind.
 
-`bench_heads` is where the head-training measurements (steps/s of the attentive and linear probes on the extracted
-features) go. Usage::
+`bench_heads` measures head training on the extracted features: steps/s of the attentive and linear probes for each
+token cache, float32 and bfloat16 autocast, as ratios to the first row. Usage::
 
     python benchmarks/bench_probe.py                        # 16 clips of 4 s, base model, fp32, batch 8
     python benchmarks/bench_probe.py --layers 2 --videos 8 --caches pooled2 embedding
@@ -87,14 +87,61 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
 
 
+def head_steps_per_second(
+    feats: ProbeFeatures, kind: str, bf16: bool, device: torch.device, steps: int, batch: int
+) -> float:
+    """Optimiser steps per second of a `kind` probe on `feats` (one warm-up step first, not timed)."""
+    import numpy as np
+
+    from videoprism import VideoPrismVisionConfig
+    from videoprism.probe.heads import build_head
+    from videoprism.probe.train import FeatureBatches, probe_loss
+
+    config = VideoPrismVisionConfig(**{**PRESETS[PRESET].vision, "hidden_size": feats.tokens.shape[-1]})
+    data = FeatureBatches(feats, kind)
+    torch.manual_seed(0)
+    head = build_head(kind, config, len(feats.class_names), dropout=0.1).to(device).train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    for i in range(steps + 1):
+        if i == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        x, y = data.batch(np.sort(rng.choice(len(data), size=min(batch, len(data)), replace=False)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = head(x.to(device))
+        loss = probe_loss(logits, y.to(device), data.multi_label, 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
+
+
 def bench_heads(features: dict[str, ProbeFeatures], args: argparse.Namespace) -> list[tuple[str, float, str]]:
     """Head-training throughput on the extracted features: ``(name, steps/s, note)`` rows for the report.
 
-    ``features`` maps each measured cache kind to its `ProbeFeatures`. No probe head exists in this module yet, so
-    nothing is measured here; the head-training benchmark adds its rows (attentive probe on ``tokens`` / ``pooled2``,
-    linear probe on ``embedding``) and its command-line options to ``main``.
+    For each cache kind with tokens, the attentive and the linear probe each run ``--head-steps`` optimiser steps of
+    ``--head-batch`` clips read from the memory-mapped cache (forward, backward, AdamW), in float32 and, where the
+    hardware computes it natively, under bfloat16 autocast; the note gives the ratio to the first row.
     """
-    return []
+    from videoprism.probe.train import bf16_supported
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
+    precisions = [False] + ([True] if bf16_supported(device) else [])
+    rows, base = [], None
+    for cache, feats in features.items():
+        if feats.tokens is None:
+            continue
+        for kind in ("attentive", "linear"):
+            for bf16 in precisions:
+                rate = head_steps_per_second(feats, kind, bf16, device, args.head_steps, args.head_batch)
+                base = base or rate
+                name = f"head {kind} {cache}{' bf16' if bf16 else ''}"
+                rows.append((name, rate, f"batch {args.head_batch}; ratio to the first row {rate / base:.2f}"))
+    return rows
 
 
 def main() -> None:
@@ -109,6 +156,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: embed's default)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--head-steps", type=int, default=20, help="optimiser steps per head measurement")
+    parser.add_argument("--head-batch", type=int, default=16, help="clips per head-training step")
     args = parser.parse_args()
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device

@@ -277,6 +277,11 @@ def test_cli_train_eval_classify(head, video_set, encoder, tmp_path, capsys):
     assert set(evaluated) == {"top1", "top5", "mean_class_accuracy", "n"}
     assert evaluated["n"] == 18 and evaluated["top1"] >= 0.8 and evaluated["top5"] == 1.0
 
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text(f"path,label\n{video_set / 'rows' / 'rows0.mp4'},swimming\n")
+    assert cli("probe", "eval", out, unknown, "--device", "cpu") == 2
+    assert "swimming" in capsys.readouterr().err
+
     video = video_set / "checks" / "checks0.mp4"
     assert cli("classify", video, "--model", out, "--json", "--workers", "0", "--device", "cpu") == 0
     (result,) = json.loads(capsys.readouterr().out)

@@ -23,7 +23,7 @@ from .classifier import (
     probabilities,
     save_classifier,
 )
-from .data import LabelledSet, LabelledSetError, load_labelled_set
+from .data import LabelledSet, UnknownLabelError, load_labelled_set
 from .features import extract_features
 from .train import ProbeResult, ProbeSettings, ProbeSettingsError, fit_head, resolve_device
 
@@ -46,17 +46,17 @@ class ProbeRun:
     result: ProbeResult
 
 
-def _as_set(data: str | os.PathLike | LabelledSet) -> LabelledSet:
-    return data if isinstance(data, LabelledSet) else load_labelled_set(data, quiet=True)
-
-
-def align_classes(data: LabelledSet, class_names: list[str], where: str) -> LabelledSet:
-    """`data` with the target columns of `class_names` (a validation or test set may lack some classes)."""
+def _as_set(data: str | os.PathLike | LabelledSet, class_names: list[str] | None = None) -> LabelledSet:
+    """The labelled set `data` (read when a path), with the target columns of `class_names` when given."""
+    if not isinstance(data, LabelledSet):
+        return load_labelled_set(data, class_names=class_names, quiet=True)
+    if class_names is None:
+        return data
     unknown = sorted(set(data.class_names) - set(class_names))
     if unknown:
-        raise LabelledSetError(
-            f"{where} has classes the classifier does not know: {unknown[:8]}; its classes are {class_names[:8]}"
-            f"{' ...' if len(class_names) > 8 else ''}"
+        raise UnknownLabelError(
+            f"{data.source or 'the set'} has classes the classifier does not know: {unknown[:8]}; its classes are "
+            f"{class_names[:8]}{' ...' if len(class_names) > 8 else ''}"
         )
     return dataclasses.replace(data, class_names=list(class_names))
 
@@ -118,7 +118,7 @@ def train_probe(
     out = os.fspath(out)
     train_set = _as_set(data)
     if val is not None:
-        val_set = align_classes(_as_set(val), train_set.class_names, "the validation set")
+        val_set = _as_set(val, train_set.class_names)
     else:
         train_set, val_set = train_set.split(val_split, seed=settings_obj.seed)
     if shots is not None:
@@ -210,7 +210,7 @@ def evaluate_probe(
     """
     classifier, processor = load_classifier(model, device=resolve_device(device))
     names = class_names_of(classifier.config)
-    labelled = align_classes(_as_set(data), names, f"{os.fspath(data)!s}" if not isinstance(data, LabelledSet) else "")
+    labelled = _as_set(data, names)
     logits, failures = predict_clips(classifier, processor, clips_of(labelled), batch_size)
     multi = classifier.config.problem_type == "multi_label_classification" or labelled.multi_label
     metrics, _ = evaluate_logits(logits, labelled.targets(), multi)
