@@ -376,3 +376,9 @@ def test_eval_probe_benchmark_runs_the_colab_protocol(video_set, encoder, tmp_pa
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["settings"]["lr"] == 1e-4 and metrics["settings"]["epochs"] == 5
     assert metrics["settings"]["cache"] == "tokens" and len(metrics["history"]) == 5
+
+
+def test_bf16_autocast_trains_and_the_head_stays_float32():
+    result = fit_head(synthetic_features(48, 1), synthetic_features(24, 2), CONFIG, settings(head="linear", bf16=True))
+    assert result.val_metrics["top1"] >= 0.9
+    assert all(p.dtype == torch.float32 for p in result.head.parameters())
