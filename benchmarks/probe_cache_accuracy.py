@@ -1,9 +1,11 @@
 """What a spatially pooled feature cache costs a probe: accuracy of ``tokens`` against ``pooled2`` / ``pooled4``.
 
-Generates a labelled set whose classes differ only in how neighbouring patches relate (red and green laid out
-patch by patch as a checkerboard, rows or columns: the same mean colour in every class), saves a small random LvT model
-(64x64 frames, patch 8: an 8x8 token grid, so both pooling factors divide it), and for each cache kind in the same
-run trains the attentive head (and the linear head) on the same split with the same settings, then reports:
+Generates a labelled set of red and green laid out as a checkerboard, rows or columns (the class; the same mean colour
+in every class) in cells of one patch (``--task layout``: the class lies in how neighbouring tokens relate, the worst
+case for pooling) or of 2 pixels (``--task texture``: the class lies inside every patch, as in most real classes),
+saves a small random LvT model (64x64 frames, patch 8: an 8x8 token grid, so both pooling factors divide it), and for
+each cache kind in the same run trains the attentive head (and the linear head) on the same split with the same
+settings, then reports:
 
 * ``cache top-1``: the head on the cached (possibly pooled) validation features, as during training;
 * ``saved top-1``: the saved classifier on the validation VIDEOS (full token grid, from pixels): the accuracy a user
@@ -13,8 +15,8 @@ run trains the attentive head (and the linear head) on the same split with the s
 A random encoder is a weak stand-in for VideoPrism's features: read the figures as what pooling removes from the
 tokens (spatial detail), not as Kinetics accuracy. Usage::
 
-    python benchmarks/probe_cache_accuracy.py                  # 3 classes x 12 videos, 2 seeds
-    python benchmarks/probe_cache_accuracy.py --videos 8 --seeds 1
+    python benchmarks/probe_cache_accuracy.py                  # layout task, 3 classes x 12 videos, 2 seeds
+    python benchmarks/probe_cache_accuracy.py --task texture --videos 8 --seeds 1
 """
 
 from __future__ import annotations
@@ -54,14 +56,14 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
-def make_video(path: Path, layout: str, rng: np.random.Generator, frames: int = 8) -> None:
+def make_video(path: Path, layout: str, rng: np.random.Generator, frames: int = 8, cell: int = CELL) -> None:
     """Red and green (per-video brightness) laid out patch by patch as a checkerboard, rows or columns, shifting by
     one cell a frame.
 
     Every layout covers half the frame with each colour, so a clip's mean colour says nothing about its class: the
     class lies in how neighbouring patches relate, which a 2x2 or 4x4 average of the token grid blurs.
     """
-    y, x = np.mgrid[0:SIZE, 0:SIZE] // CELL
+    y, x = np.mgrid[0:SIZE, 0:SIZE] // cell
     colours = np.array([[200.0, 60.0, 60.0], [60.0, 170.0, 80.0]]) * rng.uniform(0.8, 1.1)
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream("libx264", rate=8)
@@ -75,12 +77,12 @@ def make_video(path: Path, layout: str, rng: np.random.Generator, frames: int = 
         out.mux(stream.encode())
 
 
-def make_set(root: Path, per_class: int) -> Path:
+def make_set(root: Path, per_class: int, cell: int) -> Path:
     rng = np.random.default_rng(0)
     for layout in LAYOUTS:
         (root / layout).mkdir(parents=True)
         for i in range(per_class):
-            make_video(root / layout / f"{i}.mp4", layout, rng)
+            make_video(root / layout / f"{i}.mp4", layout, rng, cell=cell)
     return root
 
 
@@ -110,11 +112,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--caches", nargs="+", default=["tokens", "pooled2", "pooled4"])
     parser.add_argument("--heads", nargs="+", default=["attentive", "linear"])
+    parser.add_argument(
+        "--task",
+        choices=["layout", "texture"],
+        default="layout",
+        help="layout: cells of one patch (the class lies between neighbouring tokens, the worst case for pooling); "
+        "texture: cells of 2 pixels (the class lies inside every patch, as in most real classes)",
+    )
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data, model = make_set(tmp / "data", args.videos), make_model(tmp / "model")
+        data = make_set(tmp / "data", args.videos, CELL if args.task == "layout" else 2)
+        model = make_model(tmp / "model")
         for head in args.heads:
             for cache in args.caches:
                 cached, saved, seconds = [], [], []
@@ -135,8 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
                     dict(head=head, cache=cache, cache_top1=statistics.mean(cached), saved_top1=statistics.mean(saved),
                          bytes_per_clip=size, seconds=statistics.mean(seconds))
                 )  # fmt: skip
-    print(f"CPU: {cpu_name()}; {args.videos} videos x {len(LAYOUTS)} classes, 25% held out, {args.seeds} seeds, "
-          f"{args.epochs} epochs; mean top-1 over seeds")  # fmt: skip
+    print(f"CPU: {cpu_name()}; task {args.task}; {args.videos} videos x {len(LAYOUTS)} classes, 25% held out, "
+          f"{args.seeds} seeds, {args.epochs} epochs; mean top-1 over seeds")  # fmt: skip
     print(f"{'head':<10} {'cache':<8} {'cache top-1':>11} {'saved top-1':>11} {'KiB/clip':>9} {'size':>6}")
     for row in rows:
         base = next(r for r in rows if r["head"] == row["head"] and r["cache"] == "tokens")
