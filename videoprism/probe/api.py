@@ -27,7 +27,7 @@ from .data import LabelledSet, UnknownLabelError, load_labelled_set
 from .features import extract_features
 from .train import ProbeResult, ProbeSettings, ProbeSettingsError, fit_head, resolve_device
 
-DEFAULT_CACHE = "pooled2"
+DEFAULT_CACHE = "tokens"
 FEATURE_CACHE_DIR = "feature-cache"
 
 
