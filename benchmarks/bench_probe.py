@@ -127,9 +127,9 @@ def bench_heads(features: dict[str, ProbeFeatures], args: argparse.Namespace) ->
     ``--head-batch`` clips read from the memory-mapped cache (forward, backward, AdamW), in float32 and, where the
     hardware computes it natively, under bfloat16 autocast; the note gives the ratio to the first row.
     """
-    from videoprism.probe.train import bf16_supported
+    from videoprism.probe.train import bf16_supported, resolve_device
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
+    device = resolve_device(args.device)
     precisions = [False] + ([True] if bf16_supported(device) else [])
     rows, base = [], None
     for cache, feats in features.items():
