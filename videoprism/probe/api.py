@@ -46,10 +46,13 @@ class ProbeRun:
     result: ProbeResult
 
 
-def _as_set(data: str | os.PathLike | LabelledSet, class_names: list[str] | None = None) -> LabelledSet:
-    """The labelled set `data` (read when a path), with the target columns of `class_names` when given."""
+def _as_set(
+    data: str | os.PathLike | LabelledSet, class_names: list[str] | None = None, quiet: bool = True
+) -> LabelledSet:
+    """The labelled set `data` (read when a path; `quiet`: without listing skipped videos on stderr), with the target
+    columns of `class_names` when given."""
     if not isinstance(data, LabelledSet):
-        return load_labelled_set(data, class_names=class_names, quiet=True)
+        return load_labelled_set(data, class_names=class_names, quiet=quiet)
     if class_names is None:
         return data
     unknown = sorted(set(data.class_names) - set(class_names))
@@ -116,9 +119,9 @@ def train_probe(
     """
     settings_obj = ProbeSettings(**settings)
     out = os.fspath(out)
-    train_set = _as_set(data)
+    train_set = _as_set(data, quiet=not settings_obj.progress)
     if val is not None:
-        val_set = _as_set(val, train_set.class_names)
+        val_set = _as_set(val, train_set.class_names, quiet=not settings_obj.progress)
     else:
         train_set, val_set = train_set.split(val_split, seed=settings_obj.seed)
     if shots is not None:
@@ -201,8 +204,11 @@ def evaluate_probe(
     *,
     batch_size: int = 8,
     device: str = "auto",
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Top-1, top-5 and mean per-class accuracy (and mAP for multi-label) of a trained classifier on labelled videos.
+
+    `quiet` False lists the set's missing videos on stderr.
 
     Returns:
         ``{"top1", "top5", "mean_class_accuracy", "n"}`` (+ ``"map"``) over the clips that decoded, plus
@@ -210,7 +216,7 @@ def evaluate_probe(
     """
     classifier, processor = load_classifier(model, device=resolve_device(device))
     names = class_names_of(classifier.config)
-    labelled = _as_set(data, names)
+    labelled = _as_set(data, names, quiet=quiet)
     logits, failures = predict_clips(classifier, processor, clips_of(labelled), batch_size)
     multi = classifier.config.problem_type == "multi_label_classification" or labelled.multi_label
     metrics, _ = evaluate_logits(logits, labelled.targets(), multi)

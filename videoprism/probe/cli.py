@@ -117,7 +117,7 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from .api import evaluate_probe
 
-    metrics = evaluate_probe(args.model_dir, args.data, batch_size=args.batch_size, device=args.device)
+    metrics = evaluate_probe(args.model_dir, args.data, batch_size=args.batch_size, device=args.device, quiet=False)
     failures = metrics.pop("failures", [])
     if args.json:
         print(json.dumps(metrics, indent=2))
