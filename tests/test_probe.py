@@ -71,14 +71,14 @@ def test_multi_label_head_trains_with_bce():
         synthetic_features(64, 3, multi_label=True),
         synthetic_features(32, 4, multi_label=True),
         CONFIG,
-        settings(epochs=6),
+        settings(head="linear", epochs=6, lr=1e-2),
     )
     assert result.val_metrics["map"] > 0.8
     assert "val_map" in result.history[0]
 
 
 def test_same_seed_gives_the_bit_identical_head():
-    heads = [fit_head(synthetic_features(32, 1), None, CONFIG, settings(seed=s)).head for s in (7, 7, 8)]
+    heads = [fit_head(synthetic_features(24, 1), None, CONFIG, settings(seed=s, epochs=2)).head for s in (7, 7, 8)]
     first, again, other = (h.state_dict() for h in heads)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
@@ -96,8 +96,8 @@ def test_early_stopping_keeps_the_best_epoch():
 
 
 def test_killed_training_resumes_to_the_same_head(tmp_path, monkeypatch):
-    train, val = synthetic_features(40, 1), synthetic_features(16, 2)
-    uninterrupted = fit_head(train, val, CONFIG, settings(epochs=5), checkpoint_dir=tmp_path / "a").head
+    train, val = synthetic_features(24, 1), synthetic_features(12, 2)
+    uninterrupted = fit_head(train, val, CONFIG, settings(epochs=4), checkpoint_dir=tmp_path / "a").head
 
     save = train_module.save_checkpoint
     calls = []
@@ -110,16 +110,16 @@ def test_killed_training_resumes_to_the_same_head(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "save_checkpoint", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
-        fit_head(train, val, CONFIG, settings(epochs=5), checkpoint_dir=tmp_path / "b")
+        fit_head(train, val, CONFIG, settings(epochs=4), checkpoint_dir=tmp_path / "b")
     monkeypatch.setattr(train_module, "save_checkpoint", save)
-    resumed = fit_head(train, val, CONFIG, settings(epochs=5), checkpoint_dir=tmp_path / "b")
+    resumed = fit_head(train, val, CONFIG, settings(epochs=4), checkpoint_dir=tmp_path / "b")
     assert resumed.resumed_from == 2
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     expected = uninterrupted.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.head.state_dict().items())
 
     with pytest.raises(ProbeResumeError, match="another run"):
-        fit_head(train, val, CONFIG, settings(epochs=5, lr=1e-2), checkpoint_dir=tmp_path / "b")
+        fit_head(train, val, CONFIG, settings(epochs=4, lr=1e-2), checkpoint_dir=tmp_path / "b")
 
 
 def test_bad_settings_and_features_are_named():
