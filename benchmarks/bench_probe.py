@@ -140,7 +140,8 @@ def bench_heads(features: dict[str, ProbeFeatures], args: argparse.Namespace) ->
                 rate = head_steps_per_second(feats, kind, bf16, device, args.head_steps, args.head_batch)
                 base = base or rate
                 name = f"head {kind} {cache}{' bf16' if bf16 else ''}"
-                rows.append((name, rate, f"batch {args.head_batch}; ratio to the first row {rate / base:.2f}"))
+                batch = min(args.head_batch, len(feats.targets))
+                rows.append((name, rate, f"batch {batch}; ratio to the first row {rate / base:.2f}"))
     return rows
 
 
