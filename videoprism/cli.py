@@ -43,6 +43,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.VideoDecodeError, EXIT_USAGE),
     (errors.QueryError, EXIT_USAGE),
     (errors.ItemNotFoundError, EXIT_USAGE),
+    (errors.FeatureExtractionError, EXIT_USAGE),
     (errors.DeviceError, EXIT_USAGE),
     (errors.TextInputError, EXIT_USAGE),
     (errors.WriteError, EXIT_USAGE),
@@ -287,9 +288,14 @@ def _check_text(text: str, what: str) -> None:
 def _cmd_classify(args) -> int:
     from .collection import classify_video_files
     from .collection.pipeline import failure_message
+    from .probe.cli import classify_command, is_classifier_folder
     from .zero_shot import checked_templates
     from .zero_shot_metadata import TEMPLATE_ENSEMBLES
 
+    if args.labels is None and args.labels_file is None:
+        if is_classifier_folder(args.model):
+            return classify_command(args)
+        raise UsageError("give --labels or --labels-file, or --model a classifier folder from `videoprism probe train`")
     labels = _labels(args)
     _check_text(args.templates, "--templates")
     if args.templates not in TEMPLATE_ENSEMBLES:
@@ -398,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .collection import DEFAULT_MODEL
     from .collection.clips import MAX_CLIP_BYTES
+    from .probe.cli import add_probe_commands
     from .serve import add_serve_commands
 
     formatter = argparse.RawDescriptionHelpFormatter
@@ -453,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser(
         "classify",
-        help="zero-shot classify videos over a list of labels",
+        help="classify videos: zero-shot over a list of labels, or with a trained classifier (--model DIR)",
         description="Zero-shot classification with a video-text model: each video is scored against a prompt per "
         "label (or the mean of a prompt ensemble); probabilities are a softmax over the labels.",
         epilog="examples:\n"
@@ -462,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     classify.add_argument("videos", nargs="+", metavar="VIDEO", help="video file, folder, glob, URL or @list.txt")
-    labels = classify.add_mutually_exclusive_group(required=True)
+    labels = classify.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="comma-separated class names")
     labels.add_argument("--labels-file", metavar="FILE", help="class names, one per line")
     classify.add_argument(
@@ -476,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode_args(classify)
     classify.set_defaults(run=_cmd_classify, parser=classify)
     add_serve_commands(commands)  # `serve` and `thumbnails` (videoprism.serve)
+    add_probe_commands(commands, DEFAULT_MODEL)  # `probe train` and `probe eval` (videoprism.probe)
     return parser
 
 

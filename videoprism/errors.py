@@ -115,3 +115,70 @@ class ItemNotFoundError(LookupError):
 
 class QueryError(ValueError):
     """A query the store's model cannot answer (e.g. text against a video-only model) or malformed labels."""
+
+
+# Probes and classifiers trained on frozen features
+
+
+class LabelledSetError(ValueError):
+    """A labelled video set that cannot be used as it is."""
+
+
+class LabelledSetNotFoundError(FileNotFoundError):
+    """The labelled set names no existing folder or file."""
+
+
+class EmptyClassError(LabelledSetError):
+    """A class folder holds no video file."""
+
+
+class LabelColumnsError(LabelledSetError):
+    """A list file lacks a required column or has an unknown one."""
+
+
+class EmptyLabelledSetError(LabelledSetError):
+    """The set holds no labelled video: an empty file, a header without rows, a folder without class folders."""
+
+
+class SingleClassError(LabelledSetError):
+    """The set has only one class: nothing to tell apart."""
+
+
+class TimeRangeError(LabelledSetError):
+    """A ``start`` / ``end`` that is not a number, is negative, or does not have ``end > start``."""
+
+
+class EmptyLabelError(LabelledSetError):
+    """A row whose label (or one of its ``|``-separated labels) is empty."""
+
+
+class UnknownLabelError(LabelledSetError):
+    """A label that is not among the classes the set is scored against."""
+
+
+class SplitError(LabelledSetError):
+    """Split or few-shot settings the set cannot satisfy."""
+
+
+class FeatureSettingsError(ValueError):
+    """Invalid feature extraction settings (cache kind, batch size, a grid the pooling does not divide)."""
+
+
+class FeatureCacheError(ValueError):
+    """A feature cache folder that is damaged, was written by something else, or is in use by another process."""
+
+
+class FeatureExtractionError(RuntimeError):
+    """No clip of the set could be decoded."""
+
+
+class NotAClassifierError(ValueError):
+    """A model folder that holds no trained classifier (no `id2label`)."""
+
+
+class ProbeSettingsError(ValueError):
+    """Training settings or features a probe cannot train with (named, with what to change)."""
+
+
+class ProbeResumeError(ValueError):
+    """An output folder holds a checkpoint of a different training run."""

@@ -74,8 +74,20 @@ def _meta(video: DecodedVideo, kind: str, start: float | None, end: float | None
     }
 
 
-def video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
-    """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time."""
+def video_clips(
+    path: str | tuple[str, float | None, float | None], processor: Any, settings: ClipSettings
+) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """Yields ``(row metadata, pixels (T, 3, H, W) float32)`` per clip of a video, decoding one clip at a time.
+
+    A ``(path, start, end)`` span (seconds, None for either end) gives one clip of the frames in ``[start, end)``.
+    """
+    if isinstance(path, tuple):
+        path, start, end = path
+        video = read_video(
+            path, num_frames=settings.num_frames, start_time=start, end_time=end, timeout=settings.network_timeout
+        )
+        yield _meta(video, "span", start, end, 1), clip_pixels(processor, video)
+        return
     if settings.window is None:
         video = read_video(path, num_frames=settings.num_frames, timeout=settings.network_timeout)
         row = _meta(video, "clip", None, None, 1)

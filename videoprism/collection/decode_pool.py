@@ -223,13 +223,14 @@ class DecodePool:
     A worker blocks while its event is not read, so about one clip per worker waits in the pipes.
 
     Args:
-        paths: Videos to decode.
+        paths: Videos to decode; a ``(path, start, end)`` span (seconds, None for either end) gives one clip of the
+            frames in ``[start, end)``.
         settings: Clip settings.
         workers: Worker processes; 0 decodes in one thread of this process.
         queue_size: Clips that may wait in the queue when decoding in a thread (the memory bound).
     """
 
-    def __init__(self, paths: Sequence[str], settings: ClipSettings, workers: int, queue_size: int) -> None:
+    def __init__(self, paths: Sequence[str | tuple], settings: ClipSettings, workers: int, queue_size: int) -> None:
         self.paths = list(paths)
         self.settings = settings
         self.threaded = workers == 0
