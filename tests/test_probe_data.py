@@ -309,7 +309,8 @@ def reference(model: Path, data) -> tuple[np.ndarray, np.ndarray]:
         pixels = torch.from_numpy(processor(video, return_tensors="np")["pixel_values_videos"])
         with torch.no_grad():
             tokens.append(vision(pixels).last_hidden_state.reshape(4, 16, -1).numpy())
-        embeds.append(embedder(pixels)[0][0])
+        embed = embedder(pixels)[0][0]  # the model's embedding; the cache holds it L2-normalised, as stores do
+        embeds.append(embed / np.linalg.norm(embed))
     return np.stack(tokens), np.stack(embeds)
 
 
