@@ -3,8 +3,8 @@
 Without a window a video gives one clip of ``num_frames`` frames sampled uniformly over the whole video, as the
 original demos sample it (``floor(linspace(0, n, T, endpoint=False))``). With ``window`` seconds (and ``stride``,
 default ``window``) a video gives one clip per window, its frames sampled the same way inside the window (over the
-frames whose timestamps fall in ``[start, end)``). `read_video` samples the frames; the processor only resizes and
-rescales them (it does not sample again).
+frames whose timestamps fall in ``[start, end)``). `read_video` samples the frames (`read_windows` those of all the
+windows, in one pass over the video); the processor only resizes and rescales them (it does not sample again).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VideoDecodeError
-from ..video_io import DecodedVideo, read_video, read_window, window_bounds
+from ..video_io import DecodedVideo, read_video, read_windows
 
 __all__ = ["ClipSettings", "clip_pixels", "error_text", "video_clips"]
 
@@ -59,8 +59,5 @@ def video_clips(path: str, processor: Any, settings: ClipSettings) -> Iterator[t
         video = read_video(path, num_frames=settings.num_frames)
         yield _meta(video, "clip", None, None, 1), clip_pixels(processor, video)
         return
-    first = read_video(path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window)
-    bounds = window_bounds(first.duration, settings.window, settings.stride, first.fps)
-    for i, (start, end) in enumerate(bounds):
-        video = first if i == 0 else read_window(path, settings.num_frames, start, end, first.duration)
-        yield _meta(video, "window", start, end, len(bounds) + 1), clip_pixels(processor, video)
+    for win in read_windows(path, settings.num_frames, settings.window, settings.stride):
+        yield _meta(win.video, "window", win.start, win.end, win.count + 1), clip_pixels(processor, win.video)
