@@ -454,11 +454,11 @@ class Reader:
                 logger.debug("%s: torchcodec failed (%s); decoding with PyAV", self.desc, e)
         if index.pts is not None:
             try:
-                self._decode_seeking(index, todo, have)
+                have.update(self._seeking_frames(index, todo))  # keeps the frames decoded before an error
                 return have
             except _IndexMismatch as e:
                 logger.debug("%s: %s; decoding sequentially", self.desc, e)
-        self._decode_sequential(todo, have)
+        have.update(self._sequential_frames(todo))
         return have
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
@@ -471,9 +471,6 @@ class Reader:
         else:
             image = frame.to_ndarray(format="rgb24")
         return np.ascontiguousarray(apply_transform(image, self.transform))
-
-    def _decode_seeking(self, index: _Index, wanted: np.ndarray, out: dict[int, np.ndarray]) -> None:
-        out.update(self._seeking_frames(index, wanted))  # keeps the frames decoded before an error
 
     def _seeking_frames(self, index: _Index, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Decode ``wanted`` (sorted, unique) frames, seeking to a keyframe whenever that skips decoding."""
@@ -532,9 +529,6 @@ class Reader:
             except (av.error.FFmpegError, OSError) as e:
                 raise _Shortfall(expected, e) from e
         raise _IndexMismatch(f"seeking never landed at or before keyframe {keyframe}")
-
-    def _decode_sequential(self, wanted: np.ndarray, out: dict[int, np.ndarray]) -> None:
-        out.update(self._sequential_frames(wanted))  # keeps the frames decoded before an error
 
     def _sequential_frames(self, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Decode from the first frame, counting frames, keeping ``wanted`` ones. The ground truth for indexing."""
