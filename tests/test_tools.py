@@ -106,8 +106,9 @@ def reference(assets: SimpleNamespace) -> SimpleNamespace:
 def embedded(assets: SimpleNamespace) -> SimpleNamespace:
     """The videos folder embedded once (shared by the tests that read the store)."""
     store = assets.root / "store"
+    # float32: the tests check the store against the float32 model, whatever "auto" picks on this machine
     result = run_cli("embed", str(assets.videos), "--out", str(store), "--model", str(assets.model),
-                     "--batch-size", "2", "--workers", "1")  # fmt: skip
+                     "--batch-size", "2", "--workers", "1", "--dtype", "float32")  # fmt: skip
     return SimpleNamespace(store=store, result=result)
 
 
@@ -347,7 +348,7 @@ def test_search_by_video_and_text(assets, embedded):
 def test_classify_probabilities(assets, reference, tmp_path):
     videos = [str(assets.videos / name) for name in ("ramp_a.mp4", "shapes_c.mkv")]
     result = run_cli("classify", *videos, str(assets.videos / "corrupt.mp4"), "--labels", ",".join(LABELS),
-                     "--model", str(assets.model), "--json")  # fmt: skip
+                     "--model", str(assets.model), "--json", "--dtype", "float32")  # fmt: skip
     assert result.returncode == 1 and "corrupt.mp4" in result.stderr
     table = json.loads(result.stdout)
     assert [row["video"] for row in table] == videos

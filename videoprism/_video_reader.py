@@ -218,7 +218,11 @@ def _iter_frames(container: av.container.InputContainer, stream: av.video.stream
         raise error
 
 
-class _Shortfall(Exception):  # noqa: N818 - internal control flow, never escapes
+class DecodeTrouble(Exception):  # noqa: N818 - control flow between the decoding modules, never escapes
+    """Decoding disagreed with the packet index or stopped early: the caller falls back to a safer way."""
+
+
+class _Shortfall(DecodeTrouble):
     """The stream ended (or broke) before a wanted frame: only the first ``decodable`` frames can be had."""
 
     def __init__(self, decodable: int, cause: BaseException | None = None):
@@ -227,7 +231,7 @@ class _Shortfall(Exception):  # noqa: N818 - internal control flow, never escape
         self.cause = cause
 
 
-class _IndexMismatch(Exception):  # noqa: N818 - internal control flow, never escapes
+class _IndexMismatch(DecodeTrouble):
     """Decoded frames disagree with the packet index; decode sequentially instead."""
 
 
@@ -256,7 +260,13 @@ class Reader:
         self.owned: list[av.container.InputContainer] = []
         self.transform: str | None = None  # from the first decoded frame
         self.size: tuple[int, int] | None = None  # (width, height) of the first decoded frame
+        self.resized = False  # a decoded frame had another size than the first, and was resized to it
         self.problems: list[str] = []
+        # Set by `prepare`: the packet index, the time of each frame, the stream's fps and duration.
+        self.index: _Index | None = None
+        self.times = np.zeros(0, np.float64)
+        self.fps = math.nan
+        self.duration = 0.0
 
     # -- setup --------------------------------------------------------------------------------------------------
 
@@ -345,7 +355,12 @@ class Reader:
         self.decoding = (container, stream)
         self.single_threaded = True
 
-    def _read(self, torchcodec: bool, strict: bool) -> DecodedVideo:
+    def prepare(self) -> None:
+        """Scan the packets (no decoding): sets `index`, `times`, `fps` and `duration`; damage goes to `problems`.
+
+        Raises:
+            VideoDecodeError: No video packet can be read, or the stream has no frames.
+        """
         index = _scan(self.container, self.stream)
         if index.error is not None:
             if timed_out(self.src, index.error):  # a stalled server, not a truncated video: never a partial answer
@@ -364,7 +379,12 @@ class Reader:
             times = (index.pts - index.pts[0]).astype(np.float64) * float(self.time_base)
         else:
             times = np.arange(index.count, dtype=np.float64) / fps
-        first, stop = self._window(times, duration)
+        self.index, self.times, self.fps, self.duration = index, times, fps, duration
+
+    def _read(self, torchcodec: bool, strict: bool) -> DecodedVideo:
+        self.prepare()
+        index, times, fps, duration = self.index, self.times, self.fps, self.duration
+        first, stop = self.frame_range(self.start_time, self.end_time)
 
         total = index.count
         frames: dict[int, np.ndarray] = {}
@@ -417,22 +437,43 @@ class Reader:
             source=self.desc,
         )
 
-    def _window(self, times: np.ndarray, duration: float) -> tuple[int, int]:
+    def frame_range(self, start_time: float | None, end_time: float | None) -> tuple[int, int]:
+        """``[first, stop)`` frames whose times fall in ``[start_time, end_time)`` seconds (after `prepare`).
+
+        Raises:
+            ValueError: The window starts at or after the end of the video, or holds no frame.
+        """
+        times, duration = self.times, self.duration
         first, stop = 0, int(times.size)
-        if self.start_time is not None:
-            if self.start_time >= duration:
+        if start_time is not None:
+            if start_time >= duration:
                 raise ValueError(
-                    f"{self.desc}: start_time={self.start_time} is not before the end of the video ({duration:.3f} s)"
+                    f"{self.desc}: start_time={start_time} is not before the end of the video ({duration:.3f} s)"
                 )
-            first = int(np.searchsorted(times, self.start_time - _TIME_EPS_S, side="left"))
-        if self.end_time is not None:
-            stop = int(np.searchsorted(times, self.end_time - _TIME_EPS_S, side="left"))
+            first = int(np.searchsorted(times, start_time - _TIME_EPS_S, side="left"))
+        if end_time is not None:
+            stop = int(np.searchsorted(times, end_time - _TIME_EPS_S, side="left"))
         if first >= stop:
             raise ValueError(
-                f"{self.desc}: no frame in the window [{self.start_time}, {self.end_time}) s "
+                f"{self.desc}: no frame in the window [{start_time}, {end_time}) s "
                 f"(video of {duration:.3f} s, {times.size} frames)"
             )
         return first, stop
+
+    def decoded_frames(self, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, RGB frame)`` of the ``wanted`` (sorted, unique) frames in order, each decoded once (PyAV).
+
+        Seeks to a keyframe only where that skips decoding, or decodes sequentially when timestamps cannot index the
+        frames. Call `prepare` first.
+
+        Raises:
+            DecodeTrouble: The frames disagree with the packet index, or the stream ends or breaks before a wanted
+                frame (the frames yielded before are right).
+        """
+        if self.index.pts is not None:
+            yield from self._seeking_frames(self.index, wanted)
+        else:
+            yield from self._sequential_frames(wanted)
 
     def _decode(
         self, index: _Index, wanted: np.ndarray, have: dict[int, np.ndarray], torchcodec: bool, strict: bool
@@ -450,11 +491,11 @@ class Reader:
                 logger.debug("%s: torchcodec failed (%s); decoding with PyAV", self.desc, e)
         if index.pts is not None:
             try:
-                self._decode_seeking(index, todo, have)
+                have.update(self._seeking_frames(index, todo))  # keeps the frames decoded before an error
                 return have
             except _IndexMismatch as e:
                 logger.debug("%s: %s; decoding sequentially", self.desc, e)
-        self._decode_sequential(todo, have)
+        have.update(self._sequential_frames(todo))
         return have
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
@@ -462,12 +503,13 @@ class Reader:
             self.transform = display_transform(display_matrix(frame), self.stream.metadata.get("rotate"))
             self.size = (frame.width, frame.height)
         if (frame.width, frame.height) != self.size:  # resolution changes mid-stream: keep the first size
+            self.resized = True
             image = frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
         else:
             image = frame.to_ndarray(format="rgb24")
         return np.ascontiguousarray(apply_transform(image, self.transform))
 
-    def _decode_seeking(self, index: _Index, wanted: np.ndarray, out: dict[int, np.ndarray]) -> None:
+    def _seeking_frames(self, index: _Index, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Decode ``wanted`` (sorted, unique) frames, seeking to a keyframe whenever that skips decoding."""
         frames: Iterator[tuple[int, av.VideoFrame]] | None = None
         next_index = -1  # what `frames` yields next
@@ -488,7 +530,7 @@ class Reader:
                         raise _Shortfall(next_index) from None
                     next_index = i + 1
                     if i == w:
-                        out[w] = self._to_rgb(frame)
+                        yield w, self._to_rgb(frame)
         finally:
             if frames is not None:
                 frames.close()
@@ -525,7 +567,7 @@ class Reader:
                 raise _Shortfall(expected, e) from e
         raise _IndexMismatch(f"seeking never landed at or before keyframe {keyframe}")
 
-    def _decode_sequential(self, wanted: np.ndarray, out: dict[int, np.ndarray]) -> None:
+    def _sequential_frames(self, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Decode from the first frame, counting frames, keeping ``wanted`` ones. The ground truth for indexing."""
         last = int(wanted[-1])
         wanted_set = {int(w) for w in wanted}
@@ -537,7 +579,7 @@ class Reader:
             try:
                 for frame in _iter_frames(container, stream):
                     if i in wanted_set:
-                        out[i] = self._to_rgb(frame)
+                        yield i, self._to_rgb(frame)
                     i += 1
                     if i > last:
                         return

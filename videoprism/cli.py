@@ -183,6 +183,7 @@ def _cmd_embed(args) -> int:
             signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         rate = f", {summary.clips_per_second:.2f} clips/s" if summary.clips else ""
+        rate += f", {summary.dtype}" if summary.dtype else ""
         print(
             f"embedded {summary.embedded} of {summary.videos} videos ({summary.clips} clips{rate}) into "
             f"{printable(summary.store)}; skipped {summary.skipped} already stored; {summary.failed} failed"
@@ -375,7 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"preset name, hub repo id, local folder, .npz or .safetensors file (default: {default_model})",
             )
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-        p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype (default: float32)")
+        p.add_argument(
+            "--dtype",
+            choices=["auto", *DTYPE_NAMES],
+            default="auto",
+            help="weights dtype; auto (default): bfloat16 where the device computes it natively (CUDA compute "
+            "capability 8.0+, CPUs with AMX or AVX-512 BF16), else float32",
+        )
 
     def decode_args(p):
         p.add_argument("--batch-size", type=_positive(int), default=8, help="clips per forward pass (default: 8)")

@@ -1,4 +1,4 @@
-"""Video decoding and frame sampling for VideoPrism: `read_video`, `read_window` and `window_bounds`.
+"""Video decoding and frame sampling for VideoPrism: `read_video`, `read_window`, `read_windows`, `window_bounds`.
 
 `read_video` decodes a video into RGB uint8 frames. With ``num_frames`` it samples frames uniformly, exactly like the
 original VideoPrism demos (``np.linspace(0, n, num_frames, endpoint=False)`` cast to int), and decodes only what it
@@ -13,7 +13,9 @@ frame selection and checks are the same for both. The container, index and seek 
 `videoprism._video_reader`, the rotation metadata in `videoprism._video_rotation`.
 
 Windows. `window_bounds` cuts a video into windows of ``window`` seconds every ``stride`` seconds, and `read_window`
-samples a window's frames as `read_video` samples a whole video, so a window is a clip of its own.
+samples a window's frames as `read_video` samples a whole video, so a window is a clip of its own. `read_windows`
+gives every window of a video the frames `read_window` gives it, from one pass over the stream that decodes each
+frame at most once (overlapping windows share frames), holding only the frames that windows still to come need.
 
 Notes:
     * Frame ``k`` is the ``k``-th frame PyAV yields when decoding the whole stream from the start. Streams without
@@ -34,19 +36,26 @@ import os
 import re
 import stat
 import sys
-from typing import IO, Literal
+from collections.abc import Iterator
+from contextlib import closing
+from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .errors import EmbedSettingsError, VideoDecodeError
 
+if TYPE_CHECKING:
+    from ._video_reader import Reader
+
 __all__ = [
     "DecodedVideo",
     "VideoDecodeError",
+    "VideoWindow",
     "is_url",
     "not_a_file_reason",
     "read_video",
     "read_window",
+    "read_windows",
     "sample_frame_indices",
     "window_bounds",
 ]
@@ -253,15 +262,169 @@ def read_window(
         VideoDecodeError: The video cannot be decoded.
     """
     lo, hi = start, end
-    for _ in range(8):
+    for _ in range(_WIDENINGS):
         try:
             return read_video(source, num_frames=num_frames, start_time=lo, end_time=hi, timeout=timeout)
         except VideoDecodeError:
             raise
         except ValueError:  # no frame in [lo, hi): take the nearest frames around it instead
-            pad = max(hi - lo, 1e-3)
-            lo, hi = max(0.0, lo - pad), min(duration, hi + pad) if duration > 0 else hi + pad
+            lo, hi = _widen(lo, hi, duration)
     return read_video(source, num_frames=num_frames, timeout=timeout)
+
+
+#: How many times `read_window` widens a window that holds no frame before it takes the whole video.
+_WIDENINGS = 8
+
+
+def _widen(lo: float, hi: float, duration: float) -> tuple[float, float]:
+    """The window ``[lo, hi)`` grown by its own length on each side, within the video."""
+    pad = max(hi - lo, 1e-3)
+    return max(0.0, lo - pad), min(duration, hi + pad) if duration > 0 else hi + pad
+
+
+@dataclasses.dataclass(eq=False)
+class VideoWindow:
+    """One window of a video, as `read_windows` yields it.
+
+    Attributes:
+        start: Window start in seconds, from `window_bounds`.
+        end: Window end in seconds, from `window_bounds`.
+        position: Where the window comes among the video's windows (0 for the first).
+        count: How many windows the video has.
+        video: The frames sampled in the window.
+    """
+
+    start: float
+    end: float
+    position: int
+    count: int
+    video: DecodedVideo
+
+
+def read_windows(
+    source: VideoSource,
+    num_frames: int | None,
+    window: float,
+    stride: float | None = None,
+    timeout: float = URL_TIMEOUT_S,
+) -> Iterator[VideoWindow]:
+    """Every window of a video (`window_bounds`), each with the frames `read_window` samples for it, in one pass.
+
+    The first window's frames are those `read_video` samples over ``[0, window)`` (the video's duration is unknown
+    before the stream is read); every later window's are those of `read_window`. Decoding goes forward once over the
+    frames the windows sample, seeking only past frames no window needs, so each frame is decoded at most once; a
+    window is yielded as soon as its frames are decoded, and a frame is dropped once no later window needs it. The
+    stream is decoded with PyAV. A damaged stream, a resolution change mid-stream, or frames that disagree with the
+    packet index send the windows not yet yielded through `read_window` one by one (with its warnings), so the result
+    never depends on the path taken.
+
+    Args:
+        source: As for `read_video`.
+        num_frames: Frames to sample per window; ``None`` for every frame in the window.
+        window: Window length in seconds.
+        stride: Seconds between window starts (default ``window``).
+        timeout: As for `read_video`.
+
+    Yields:
+        The windows in order.
+
+    Raises:
+        VideoDecodeError: The video cannot be decoded (after the windows decoded before the failure).
+        EmbedSettingsError: ``window`` or ``stride`` is not positive.
+        ValueError: ``num_frames`` is invalid, or the first window holds no frame.
+    """
+    from ._video_reader import DecodeTrouble, Reader, open_source, resolve_source
+
+    window_bounds(1.0, window, stride)  # checks window and stride before any decoding
+    _check_args(num_frames, None, None, "pyav")
+    src = resolve_source(source, timeout)
+    raw: VideoSource = src.data if src.data is not None else (src.url if src.url is not None else src.path)
+    done = 0  # windows yielded
+    with open_source(src) as container:
+        reader = Reader(src, container, num_frames, None, None)
+        reader.prepare()
+        # A damaged stream goes window by window: each read decides which frames it can use, and warns.
+        if not reader.problems:
+            bounds = window_bounds(reader.duration, window, stride, reader.fps)
+            plans = [_window_indices(reader, num_frames, k, bounds[k], window) for k in range(len(bounds))]
+            try:
+                for video in _one_pass(reader, plans):
+                    yield VideoWindow(*bounds[done], done, len(bounds), video)
+                    done += 1
+            except DecodeTrouble:
+                pass  # the windows not yet yielded are read one by one below
+    if done == 0:
+        yield from _windows_one_by_one(raw, num_frames, window, stride, timeout)
+        return
+    for k in range(done, len(bounds)):
+        yield VideoWindow(
+            *bounds[k], k, len(bounds), read_window(raw, num_frames, *bounds[k], reader.duration, timeout)
+        )
+
+
+def _one_pass(reader: Reader, plans: list[np.ndarray]) -> Iterator[DecodedVideo]:
+    """The windows whose frames are ``plans`` (frame indices per window), decoded in one pass of a prepared reader.
+
+    Stops early (the caller reads the other windows alone) when a frame has another size than the first decoded one:
+    a window read alone keeps the size of its own first frame.
+
+    Raises:
+        DecodeTrouble: Decoding disagreed with the packet index or stopped early.
+    """
+    last_use: dict[int, int] = {}  # frame -> last window that needs it
+    for k, indices in enumerate(plans):
+        last_use.update(dict.fromkeys(indices.tolist(), k))
+    held: dict[int, np.ndarray] = {}
+    done = 0
+    with closing(reader.decoded_frames(np.unique(np.concatenate(plans)))) as decoded:
+        for i, frame in decoded:
+            if reader.resized:
+                return
+            held[i] = frame
+            while done < len(plans) and int(plans[done][-1]) <= i:
+                indices = plans[done]
+                yield DecodedVideo(
+                    frames=np.ascontiguousarray(np.stack([held[int(j)] for j in indices])),
+                    indices=indices,
+                    timestamps=reader.times[indices],
+                    fps=reader.fps,
+                    duration=reader.duration,
+                    num_frames_total=int(reader.times.size),
+                    source=reader.desc,
+                )
+                held = {j: f for j, f in held.items() if last_use[j] > done}
+                done += 1
+
+
+def _window_indices(
+    reader: Reader, num_frames: int | None, k: int, bounds: tuple[float, float], window: float
+) -> np.ndarray:
+    """The frames `read_windows` samples for window ``k`` (``bounds``) of a prepared reader, as a lone read would."""
+    if k == 0:
+        first, stop = reader.frame_range(0.0, window)
+    else:
+        lo, hi = bounds
+        for _ in range(_WIDENINGS):
+            try:
+                first, stop = reader.frame_range(lo, hi)
+                break
+            except ValueError:
+                lo, hi = _widen(lo, hi, reader.duration)
+        else:
+            first, stop = 0, int(reader.times.size)
+    return sample_frame_indices(int(reader.times.size), num_frames, first, stop)
+
+
+def _windows_one_by_one(
+    source: VideoSource, num_frames: int | None, window: float, stride: float | None, timeout: float = URL_TIMEOUT_S
+) -> Iterator[VideoWindow]:
+    """`read_windows` by one `read_window` per window: the reference the one-pass decode reproduces."""
+    first = read_video(source, num_frames=num_frames, start_time=0.0, end_time=window, timeout=timeout)
+    bounds = window_bounds(first.duration, window, stride, first.fps)
+    yield VideoWindow(*bounds[0], 0, len(bounds), first)
+    for k in range(1, len(bounds)):
+        video = read_window(source, num_frames, *bounds[k], first.duration, timeout)
+        yield VideoWindow(*bounds[k], k, len(bounds), video)
 
 
 # ----------------------------------------------------------------------------------------------------------------

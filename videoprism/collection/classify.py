@@ -52,7 +52,7 @@ def classify_video_files(
     templates: str | Sequence[str] = "default",
     *,
     device: str | torch.device | None = "auto",
-    dtype: str | torch.dtype | None = None,
+    dtype: str | torch.dtype | None = "auto",
     batch_size: int = 8,
     workers: int | None = None,
     num_frames: int | None = None,
@@ -73,7 +73,8 @@ def classify_video_files(
         templates: "default" (the original demo's "a video of {}."), "ensemble" (the Kinetics prompt ensemble),
             another `TEMPLATE_ENSEMBLES` name, a template with ``{}`` or a sequence of templates.
         device: "auto" (CUDA when available), "cpu", ...
-        dtype: Weights dtype; None keeps float32.
+        dtype: Weights dtype: "auto" (bfloat16 where the device computes it natively, else float32), a `DTYPES`
+            name or a torch dtype; None keeps float32.
         batch_size: Videos per forward pass.
         workers: Decoding processes (0: a thread of this process; None: `default_workers`).
         num_frames: Frames per clip; default: the model's video processor's.

@@ -3,8 +3,8 @@
 Without a window a video gives one clip of ``num_frames`` frames sampled uniformly over the whole video, as the
 original demos sample it (``floor(linspace(0, n, T, endpoint=False))``). With ``window`` seconds (and ``stride``,
 default ``window``) a video gives one clip per window, its frames sampled the same way inside the window (over the
-frames whose timestamps fall in ``[start, end)``). `read_video` samples the frames; the processor only resizes and
-rescales them (it does not sample again).
+frames whose timestamps fall in ``[start, end)``). `read_video` samples the frames (`read_windows` those of all the
+windows, in one pass over the video); the processor only resizes and rescales them (it does not sample again).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedSettingsError, VideoDecodeError
-from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_window, window_bounds
+from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_windows
 from .thumbnails import POSTERS_KEY, clip_posters
 
 __all__ = ["MAX_CLIP_BYTES", "ClipSettings", "clip_pixels", "error_text", "video_clips"]
@@ -95,17 +95,10 @@ def video_clips(
             row[POSTERS_KEY] = clip_posters(video.frames, ("clip",))
         yield row, clip_pixels(processor, video)
         return
-    first = read_video(
-        path, num_frames=settings.num_frames, start_time=0.0, end_time=settings.window, timeout=settings.network_timeout
-    )
-    bounds = window_bounds(first.duration, settings.window, settings.stride, first.fps)
-    for i, (start, end) in enumerate(bounds):
-        video = (
-            first
-            if i == 0
-            else read_window(path, settings.num_frames, start, end, first.duration, settings.network_timeout)
-        )
-        row = _meta(video, "window", start, end, len(bounds) + 1)
+    windows = read_windows(path, settings.num_frames, settings.window, settings.stride, settings.network_timeout)
+    for win in windows:
+        row = _meta(win.video, "window", win.start, win.end, win.count + 1)
         if settings.posters:  # the middle window's poster also stands for the whole video
-            row[POSTERS_KEY] = clip_posters(video.frames, ("window", "video") if i == len(bounds) // 2 else ("window",))
-        yield row, clip_pixels(processor, video)
+            kinds = ("window", "video") if win.position == win.count // 2 else ("window",)
+            row[POSTERS_KEY] = clip_posters(win.video.frames, kinds)
+        yield row, clip_pixels(processor, win.video)

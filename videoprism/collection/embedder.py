@@ -11,7 +11,9 @@ writes, and search and zero-shot scoring normalise their inputs.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,8 @@ __all__ = [
     "DEFAULT_MODEL",
     "DTYPES",
     "VideoEmbedder",
+    "auto_dtype",
+    "cpu_has_native_bf16",
     "load_processor",
     "load_video_embedder",
     "require_finite",
@@ -34,8 +38,10 @@ __all__ = [
 
 DEFAULT_MODEL = "google/videoprism-lvt-base-f16r288"
 
-#: Weight dtypes by name, as the command line and the collection tools accept them.
+#: Weight dtypes by name, as the command line and the collection tools accept them (besides "auto": `auto_dtype`).
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+#: /proc/cpuinfo flags of CPUs that compute bfloat16 matrix products in hardware (AMX tiles, AVX-512 BF16 dot products).
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -68,13 +74,65 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """The torch dtype for a `DTYPES` name or a torch dtype; None keeps the checkpoint's float32."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = "auto") -> torch.dtype | None:
+    """The torch dtype for a `DTYPES` name, "auto" or a torch dtype; None keeps the checkpoint's float32.
+
+    Args:
+        dtype: The dtype or its name; "auto" is `auto_dtype` of ``device``.
+        device: Where the model runs, as `resolve_device` takes it.
+
+    Raises:
+        EmbedSettingsError: An unknown name.
+    """
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        return auto_dtype(resolve_device(device))
     if dtype not in DTYPES:
-        raise EmbedSettingsError(f"dtype={dtype!r}; use one of {', '.join(DTYPES)}")
+        raise EmbedSettingsError(f"dtype={dtype!r}; use auto or one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where ``device`` computes it natively, hence faster than float32; float32 elsewhere.
+
+    Natively: a CUDA GPU of compute capability 8.0 or more (Ampere and later), or a CPU with AMX or AVX-512 BF16
+    (`cpu_has_native_bf16`). Elsewhere bfloat16 is emulated or converted around float32 kernels: slower, and less
+    exact for nothing.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float32
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and cpu_has_native_bf16():  # oneDNN: bf16 GEMMs
+        return torch.bfloat16
+    return torch.float32
+
+
+def cpu_has_native_bf16(flags: Iterable[str] | None = None, capability: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 matrix products in hardware (AMX, AVX-512 BF16).
+
+    Args:
+        flags: CPU feature flags; default: the ``flags`` line of /proc/cpuinfo (none where it does not exist).
+        capability: The instruction set torch dispatches its CPU kernels for; default:
+            ``torch.backends.cpu.get_cpu_capability()``. One naming AMX or BF16 counts without flags (torch reports
+            "AVX512" on AMX machines too, so the flags are what usually decides).
+    """
+    flags = _cpu_flags() if flags is None else frozenset(flags)
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    return bool(flags & BF16_CPU_FLAGS) or "AMX" in capability.upper() or "BF16" in capability.upper()
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):  # x86 names the line "flags", ARM "Features"
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 class VideoEmbedder:
@@ -115,6 +173,16 @@ class VideoEmbedder:
         self.dim = int(config.hidden_size)
         self.num_frames = int(num_frames)
         self.interpolate = num_frames != config.num_frames or tuple(size) != (config.image_size, config.image_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights."""
+        return next(self.video_model.parameters()).dtype
+
+    @property
+    def dtype_name(self) -> str:
+        """The `DTYPES` name of the weights' dtype ("float32", "bfloat16", ...)."""
+        return str(self.dtype).removeprefix("torch.")
 
     @property
     def has_text(self) -> bool:
@@ -192,7 +260,8 @@ def load_video_embedder(
         model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file, or the `ModelSource`
             `resolve_source` made of one (resolved once per run).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
-        dtype: Weights dtype (``torch.bfloat16`` or "bfloat16", ...); None keeps the checkpoint's float32.
+        dtype: Weights dtype (``torch.bfloat16`` or "bfloat16", ...); "auto": bfloat16 where ``device`` computes it
+            natively (`auto_dtype`); None keeps the checkpoint's float32.
         num_frames: Frames per clip; default: the model's video processor's (``video_preprocessor_config.json``, else
             the preset's).
         processor: The checkpoint's video processor when the caller has loaded it already (`load_processor`);
@@ -206,7 +275,7 @@ def load_video_embedder(
     model = resolve_source(model)
     if processor is None:
         processor = load_processor(model, num_frames)
-    loaded = load_model(model, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    loaded = load_model(model, device=resolve_device(device), dtype=resolve_dtype(dtype, device))
     size = (processor.size["height"], processor.size["width"])
     return VideoEmbedder(loaded, processor.num_frames, size), processor
 

@@ -59,7 +59,7 @@ def embed_videos(
     model: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
     device: str | torch.device | None = "auto",
-    dtype: str | torch.dtype | None = None,
+    dtype: str | torch.dtype | None = "auto",
     batch_size: int = 8,
     workers: int | None = None,
     num_frames: int | None = None,
@@ -90,7 +90,8 @@ def embed_videos(
         model: A preset name, hub repo id, local folder, ``.npz`` or ``.safetensors`` file; recorded in the store as
             its `ModelSource.model_id` (hub repo, or the absolute path of a local checkpoint).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
-        dtype: Weights dtype ("bfloat16", "float16", "float32" or a torch dtype); None keeps float32.
+        dtype: Weights dtype: "auto" (bfloat16 where the device computes it natively, else float32: `auto_dtype`),
+            "bfloat16", "float16", "float32" or a torch dtype; None keeps float32.
         batch_size: Clips per forward pass (and per store write).
         workers: Decoding processes; 0 decodes in a thread of this process; None picks `default_workers`.
         num_frames: Frames per clip; default: the model's video processor's.
@@ -148,7 +149,8 @@ def embed_videos(
         writer = EmbeddingStore.open(store, model_id=model_id)
     else:
         embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
-        writer = EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim)
+        summary.dtype = embedder.dtype_name
+        writer = EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim, model_dtype=summary.dtype)
     with writer:
         if existed:  # even when there is nothing to do: a re-run with other settings must not look like a success
             check_settings(writer, processor.num_frames, window, stride)
@@ -158,6 +160,7 @@ def embed_videos(
         if keys:
             if embedder is None:
                 embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
+                summary.dtype = embedder.dtype_name
             if embedder.dim != writer.dim:
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"

@@ -56,6 +56,8 @@ class EmbedSummary:
         failed: Videos that failed in this run (recorded in the store).
         clips: Clips (windows) run through the model.
         seconds: Wall time of the decoding + inference pipeline.
+        dtype: Weights dtype the model computed in ("float32", "bfloat16", ...; "auto" when each Ray actor chose its
+            own); None when no model was needed.
         failures: ``(path, error)`` of each failed video.
         warnings: ``(path, message)`` of decoder warnings (e.g. a truncated stream whose readable part was used), the
             first one of each video.
@@ -72,6 +74,7 @@ class EmbedSummary:
     failed: int = 0
     clips: int = 0
     seconds: float = 0.0
+    dtype: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     skipped_media: list[str] = field(default_factory=list)

@@ -330,7 +330,7 @@ def embed_videos_ray(
     stride: float | None = None,
     frames: bool = False,
     device: str | None = "auto",
-    dtype: str | Any | None = None,
+    dtype: str | Any | None = "auto",
     retry_failed: bool = False,
     compact: bool = True,
     progress: bool | str = "auto",
@@ -362,7 +362,8 @@ def embed_videos_ray(
         stride: Seconds between window starts (default ``window``).
         frames: Also store per-frame embeddings.
         device: Inference device inside the actors: "auto" (CUDA when the actor has a GPU), "cpu", "cuda".
-        dtype: Weights dtype ("bfloat16", "float16", "float32" or a torch dtype); None keeps float32.
+        dtype: Weights dtype: "auto" (bfloat16 where the device computes it natively, else float32: `auto_dtype`),
+            "bfloat16", "float16", "float32" or a torch dtype; None keeps float32.
         retry_failed: Try again the videos the store records as failed.
         compact: Compact the store at the end (one shard, one metadata file).
         progress: "auto" (a bar on a terminal, periodic lines otherwise; also True), "bar", "lines" or False.
@@ -418,6 +419,8 @@ def embed_videos_ray(
         if failures:
             lazy.write_failures(failures)
         if keys:
+            # "auto" resolves in each actor, on the device it got
+            summary.dtype = "auto" if dtype == "auto" else str(resolve_dtype(dtype) or "float32").removeprefix("torch.")
             actor_args = {"model": source, "device": device, "dtype": dtype, "num_frames": num_frames,
                           "frames": frames, "cpu_threads": max(1, round(num_cpus))}  # fmt: skip
             _run(ray, address, lazy, keys, settings, actor_args, summary, batch_size, num_gpus_per_worker, num_cpus,

@@ -154,7 +154,7 @@ def search_text(
     model: str | os.PathLike[str] | None = None,
     kind: str | Sequence[str] | None = None,
     device: str | torch.device | None = "auto",
-    dtype: str | torch.dtype | None = None,
+    dtype: str | torch.dtype | None = "auto",
 ) -> list[SearchHit]:
     """The ``k`` stored clips most similar (cosine) to a text.
 
@@ -165,7 +165,8 @@ def search_text(
         model: Model to embed the text with (a video-text checkpoint); default: the model the store records.
         kind: Only rows of this kind or these kinds ("clip", "window", "video").
         device: "auto" (CUDA when available), "cpu", ...
-        dtype: Weights dtype; None keeps float32.
+        dtype: Weights dtype: "auto" (bfloat16 where the device computes it natively, else float32), a `DTYPES`
+            name or a torch dtype; None keeps float32.
 
     Returns:
         Hits ``SearchHit(score, id, metadata)``, best first; ``metadata`` holds ``path``, ``start``, ``end``, ...
@@ -193,7 +194,7 @@ def search_video(
     model: str | os.PathLike[str] | None = None,
     kind: str | Sequence[str] | None = None,
     device: str | torch.device | None = "auto",
-    dtype: str | torch.dtype | None = None,
+    dtype: str | torch.dtype | None = "auto",
     num_frames: int | None = None,
 ) -> list[SearchHit]:
     """The ``k`` stored clips most similar (cosine) to a query video, embedded as one clip (the whole video).
@@ -205,7 +206,8 @@ def search_video(
         model: Model to embed the video with; default: the model the store records.
         kind: Only rows of this kind or these kinds ("clip", "window", "video").
         device: "auto" (CUDA when available), "cpu", ...
-        dtype: Weights dtype; None keeps float32.
+        dtype: Weights dtype: "auto" (bfloat16 where the device computes it natively, else float32), a `DTYPES`
+            name or a torch dtype; None keeps float32.
         num_frames: Frames sampled from the query; default: as many as the store's clips have.
 
     Returns:

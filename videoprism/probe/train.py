@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..collection.embedder import resolve_device
+from ..collection.embedder import auto_dtype, resolve_device
 from ..configuration import VideoPrismVisionConfig
 from ..errors import ProbeResumeError, ProbeSettingsError
 from .features import ProbeFeatures
@@ -123,17 +123,9 @@ class ProbeResult:
     resumed_from: int = 0
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX-512 BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return False
-
-
 def use_bf16(setting: bool | str, device: torch.device) -> bool:
-    return bf16_supported(device) if setting == "auto" else bool(setting)
+    """Autocast to bfloat16: "auto" where `device` computes it natively (as `--dtype auto` decides), else as set."""
+    return auto_dtype(device) == torch.bfloat16 if setting == "auto" else bool(setting)
 
 
 def check_features(features: ProbeFeatures, head: str, where: str) -> None:

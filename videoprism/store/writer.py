@@ -107,6 +107,7 @@ class EmbeddingStore:
         model_id: str | None = None,
         dim: int | None = None,
         create: bool = True,
+        model_dtype: str | None = None,
     ) -> EmbeddingStore:
         """Opens a store for writing, creating it if needed, and cleans up after any interrupted write.
 
@@ -115,6 +116,8 @@ class EmbeddingStore:
             model_id: Model whose embeddings the store holds; required to create, checked when opening.
             dim: Embedding dimension; required to create, checked when opening.
             create: Create the store if it does not exist.
+            model_dtype: Weights dtype the model computes in ("float32", "bfloat16", ...), recorded in the manifest
+                of a store this call creates (optional; informational).
 
         Raises:
             StoreNotFoundError: No store at ``path`` and ``create`` is False.
@@ -168,6 +171,7 @@ class EmbeddingStore:
                     "dim": dim,
                     "dtype": "float16",
                     "normalized": True,
+                    **({"model_dtype": model_dtype} if model_dtype is not None else {}),
                     "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 }
                 atomic_write(manifest_path(root), lambda f: f.write(json.dumps(manifest, indent=2).encode() + b"\n"))

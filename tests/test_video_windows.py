@@ -1,0 +1,227 @@
+"""Tests for videoprism.video_io.read_windows: every window equals a lone read of it, each frame decoded once."""
+
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _videos import decode_all, frame_index_of, make_video
+
+from videoprism import _video_reader
+from videoprism.collection.clips import ClipSettings, video_clips
+from videoprism.errors import EmbedSettingsError
+from videoprism.video_io import DecodedVideo, VideoDecodeError, read_video, read_window, read_windows, window_bounds
+
+# name -> make_video arguments
+VIDEOS = {
+    "h264.mp4": dict(num_frames=40, gop=12),
+    "bframes.mkv": dict(num_frames=40, gop=10, bframes=3),
+    "vfr.mkv": dict(num_frames=40, gop=10, frame_times=[i / 50 + (i // 3) / 20 for i in range(40)]),
+    "ntsc.mp4": dict(num_frames=100, fps=Fraction(30000, 1001), gop=24),
+    "slow_odd.webm": dict(codec="vp9", size=(97, 61), num_frames=30, fps=7.5, gop=8),
+    "raw.h264": dict(num_frames=40, gop=10),
+    "long_gop.mp4": dict(num_frames=300, gop=250),
+}
+# (window, stride) in seconds: overlapping, back to back, with gaps, one window longer than the video, and windows
+# shorter than the gaps of the variable frame rate video (widened to the frames around them).
+WINDOWS = [(0.5, 0.25), (0.4, None), (0.2, 0.5), (60.0, None), (0.03, 0.03)]
+
+
+@pytest.fixture(scope="module")
+def make(tmp_path_factory: pytest.TempPathFactory):
+    """``make(name)``: the generated video ``name`` of `VIDEOS`, made once per module."""
+    folder = tmp_path_factory.mktemp("windows")
+    cache: dict[str, Path] = {}
+
+    def _make(name: str, **kwargs) -> Path:
+        if name not in cache:
+            cache[name] = make_video(folder / name, **(kwargs or VIDEOS[name]))
+        return cache[name]
+
+    return _make
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The pts (or None) of every frame PyAV decodes, in order."""
+    seen: list = []
+    decode_packet = _video_reader._decode_packet
+
+    def counting_decode(stream, packet):
+        frames = decode_packet(stream, packet)
+        seen.extend(frame.pts for frame in frames)
+        return frames
+
+    monkeypatch.setattr(_video_reader, "_decode_packet", counting_decode)
+    return seen
+
+
+def lone_reads(source, num_frames: int | None, window: float, stride: float | None) -> list:
+    """The windows read one at a time (`read_video` for the first, `read_window` for the others), and the error that
+    ended them, if any: what `read_windows` must reproduce."""
+    out: list = []
+    try:
+        first = read_video(source, num_frames=num_frames, start_time=0.0, end_time=window)
+        bounds = window_bounds(first.duration, window, stride, first.fps)
+        out.append((bounds[0], first))
+        for start, end in bounds[1:]:
+            out.append(((start, end), read_window(source, num_frames, start, end, first.duration)))
+    except (VideoDecodeError, ValueError) as e:
+        out.append(e)
+    return out
+
+
+def one_pass(source, num_frames: int | None, window: float, stride: float | None) -> list:
+    out: list = []
+    try:
+        for win in read_windows(source, num_frames, window, stride):
+            assert win.position == len(out)
+            out.append(((win.start, win.end), win.video))
+    except (VideoDecodeError, ValueError) as e:
+        out.append(e)
+    return out
+
+
+def assert_same(got: list, expected: list) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        if isinstance(e, Exception):
+            assert type(g) is type(e) and str(g) == str(e)
+            continue
+        (g_bounds, g), (e_bounds, e) = g, e
+        assert g_bounds == e_bounds
+        assert isinstance(g, DecodedVideo) and g.frames.flags.c_contiguous
+        np.testing.assert_array_equal(g.indices, e.indices)
+        np.testing.assert_array_equal(g.frames, e.frames)
+        np.testing.assert_array_equal(g.timestamps, e.timestamps)
+        assert (g.fps, g.duration, g.num_frames_total, g.source) == (e.fps, e.duration, e.num_frames_total, e.source)
+
+
+@pytest.mark.parametrize("name", list(VIDEOS))
+@pytest.mark.parametrize(("window", "stride"), WINDOWS)
+def test_windows_equal_lone_reads(make, name: str, window: float, stride: float | None) -> None:
+    path = str(make(name))
+    for num_frames in (4, 16):
+        expected = lone_reads(path, num_frames, window, stride)
+        assert all(isinstance(e, tuple) for e in expected)
+        assert_same(one_pass(path, num_frames, window, stride), expected)
+
+
+def test_every_frame_and_window_count_when_windows_are_whole(make) -> None:
+    path = make("h264.mp4")
+    reference, _ = decode_all(path)
+    windows = list(read_windows(path, None, 0.5, 0.25))
+    assert [(w.start, w.end) for w in windows] == [(0.0, 0.5), (0.25, 0.75), (0.5, 1.0), (0.75, 1.25), (1.0, 1.333333)]
+    assert {w.count for w in windows} == {5}
+    assert windows[1].video.indices.tolist() == list(range(8, 23))  # frames at 0.2667 .. 0.7333 s
+    for w in windows:
+        np.testing.assert_array_equal(w.video.frames, reference[w.video.indices])
+        assert [frame_index_of(f) for f in w.video.frames] == w.video.indices.tolist()
+
+
+@pytest.mark.parametrize(("name", "window", "stride"), [("long_gop.mp4", 1.0, 0.5), ("ntsc.mp4", 0.5, 0.25)])
+def test_each_frame_is_decoded_once(make, decoded: list, name: str, window: float, stride: float) -> None:
+    path = make(name)
+    total = VIDEOS[name]["num_frames"]
+    windows = list(read_windows(path, 16, window, stride))
+    assert len(windows) > 4
+    assert len(decoded) == len(set(decoded)) and len(decoded) <= total
+    one_pass_count = len(decoded)
+    decoded.clear()
+    lone_reads(path, 16, window, stride)
+    assert len(decoded) > 2 * one_pass_count  # what each window's own read decodes again
+
+
+def test_stream_without_timestamps_is_decoded_once(make, decoded: list) -> None:
+    path = make("raw.h264")
+    windows = list(read_windows(path, 4, 0.4, 0.2))
+    assert len(windows) == 7  # FFmpeg takes raw H.264 as 25 fps: 1.6 s
+    assert len(decoded) == 40  # one sequential pass, no frame twice (raw H.264 frames carry no pts to compare)
+
+
+def test_windows_with_gaps_skip_frames_no_window_needs(make, decoded: list) -> None:
+    path = make("gaps.mp4", num_frames=300, gop=10)
+    windows = list(read_windows(path, 4, 0.2, 2.0))  # frames 0-5, 60-65, 120-125, ...
+    assert [w.video.indices.tolist() for w in windows][:2] == [[0, 1, 3, 4], [60, 61, 63, 64]]
+    assert len(decoded) == len(set(decoded)) and len(decoded) <= 5 * 10  # one GOP per window
+
+
+def test_windows_come_before_the_rest_of_the_video_is_decoded(make, decoded: list) -> None:
+    windows = read_windows(make("long_gop.mp4"), 16, 1.0, 0.5)
+    first = next(windows)
+    assert first.video.indices[-1] == 28 and len(decoded) < 60
+    second = next(windows)
+    assert second.video.indices[-1] == 43 and len(decoded) < 75
+    windows.close()
+
+
+def test_index_mismatch_falls_back_to_lone_reads(make, monkeypatch) -> None:
+    path = str(make("h264.mp4"))
+    expected = lone_reads(path, 4, 0.4, 0.2)
+    lookup = _video_reader._Index.lookup
+    # Frame 20's pts (512 ticks per frame) is unknown to the index: decoding disagrees with it there.
+    monkeypatch.setattr(_video_reader._Index, "lookup", lambda self, pts: -1 if pts == 20 * 512 else lookup(self, pts))
+    assert_same(one_pass(path, 4, 0.4, 0.2), expected)
+
+
+def test_resolution_change_falls_back_to_lone_reads(make, tmp_path: Path) -> None:
+    small = make("small.h264", num_frames=20, gop=10).read_bytes()
+    large = make("large.h264", num_frames=20, gop=10, size=(96, 64)).read_bytes()
+    path = tmp_path / "two_sizes.h264"
+    path.write_bytes(small + large)
+    expected = lone_reads(str(path), 4, 0.3, 0.3)
+    assert {e[1].frames.shape[1:] for e in expected} == {(48, 64, 3), (64, 96, 3)}
+    assert_same(one_pass(str(path), 4, 0.3, 0.3), expected)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_damaged_streams_match_lone_reads(make, tmp_path: Path, damage: str) -> None:
+    if damage == "truncated":
+        data = make("tail.mkv", num_frames=300, gop=15).read_bytes()
+        data = bytearray(data[: int(len(data) * 0.6)])
+    else:
+        data = bytearray(make("long_gop.mp4").read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 400] = np.random.default_rng(1).integers(0, 256, 400, np.uint8).tobytes()
+    path = tmp_path / f"{damage}.mp4"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as lone_warnings:
+        warnings.simplefilter("always")
+        expected = lone_reads(str(path), 4, 2.0, 1.0)
+    with warnings.catch_warnings(record=True) as pass_warnings:
+        warnings.simplefilter("always")
+        got = one_pass(str(path), 4, 2.0, 1.0)
+    assert_same(got, expected)
+    assert isinstance(expected[0], tuple) and len(expected) > 3
+    assert lone_warnings and [str(w.message) for w in pass_warnings] == [str(w.message) for w in lone_warnings]
+
+
+def test_bytes_source_and_arguments(make) -> None:
+    path = make("bframes.mkv")
+    assert_same(one_pass(path.read_bytes(), 4, 0.5, 0.25), lone_reads(path.read_bytes(), 4, 0.5, 0.25))
+    with pytest.raises(EmbedSettingsError, match="window and stride must be positive"):
+        next(read_windows(path, 4, 0.0))
+    with pytest.raises(ValueError, match="num_frames must be a positive integer"):
+        next(read_windows(path, 0, 1.0))
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        next(read_windows(path.with_name("missing.mp4"), 4, 1.0))
+
+
+def test_video_clips_rows_match_lone_reads(make) -> None:
+    """The embed pipeline's windows: frame indices and pixels as when each window was read alone."""
+    path = str(make("vfr.mkv"))
+
+    def processor(video, return_tensors, do_sample_frames):
+        assert (return_tensors, do_sample_frames) == ("np", False)
+        return {"pixel_values_videos": video.frames[None].transpose(0, 1, 4, 2, 3).astype(np.float32) / 255}
+
+    clips = list(video_clips(path, processor, ClipSettings({}, 4, 0.3, 0.2)))
+    expected = lone_reads(path, 4, 0.3, 0.2)
+    assert len(clips) == len(expected)
+    for (meta, pixels), ((start, end), video) in zip(clips, expected, strict=True):
+        assert (meta["kind"], meta["start"], meta["end"], meta["video_rows"]) == ("window", start, end, len(clips) + 1)
+        assert meta["frame_indices"] == video.indices.tolist()
+        np.testing.assert_array_equal(pixels, video.frames.transpose(0, 3, 1, 2).astype(np.float32) / 255)
