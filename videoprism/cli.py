@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
 
     from .embedding import DEFAULT_MODEL
+    from .export import add_export_command
 
     formatter = argparse.RawDescriptionHelpFormatter
     embed = commands.add_parser(
@@ -382,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(classify, DEFAULT_MODEL)
     decode_args(classify)
     classify.set_defaults(run=lambda args: _run_tool(args, _cmd_classify))
+    add_export_command(commands)
     return parser
 
 
