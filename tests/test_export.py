@@ -49,7 +49,7 @@ def load_tower(folder, tower):
     def run(*arrays):
         with torch.no_grad():
             out = module(*(torch.from_numpy(a) for a in arrays))
-        return {k: v.numpy() for k, v in out.items()}
+        return {k: v.float().numpy() for k, v in out.items()}
 
     return run
 
@@ -123,8 +123,12 @@ def test_lvt_video_tower(lvt, lvt_export):
     for batch in BATCHES:
         out = run(*video_batch(io, batch))
         assert list(out) == ["video_embeds", "frame_embeds"]
-        np.testing.assert_allclose(out["video_embeds"], expected(io, batch, "video_embeddings"), rtol=0, atol=EMBED_ATOL)
-        np.testing.assert_allclose(out["frame_embeds"], expected(io, batch, "frame_embeddings"), rtol=0, atol=EMBED_ATOL)
+        np.testing.assert_allclose(
+            out["video_embeds"], expected(io, batch, "video_embeddings"), rtol=0, atol=EMBED_ATOL
+        )
+        np.testing.assert_allclose(
+            out["frame_embeds"], expected(io, batch, "frame_embeddings"), rtol=0, atol=EMBED_ATOL
+        )
 
 
 def test_lvt_text_tower(lvt, lvt_export):
@@ -133,14 +137,18 @@ def test_lvt_text_tower(lvt, lvt_export):
     for case, rows in (("native", slice(0, 3)), ("frame_paddings", slice(1, 2))):
         ids, mask = text_input(io, case)
         out = run(ids[rows].numpy(), mask[rows].numpy())
-        np.testing.assert_allclose(out["text_embeds"], io[f"{case}/output/text_embeddings"][rows], rtol=0, atol=EMBED_ATOL)
+        np.testing.assert_allclose(
+            out["text_embeds"], io[f"{case}/output/text_embeddings"][rows], rtol=0, atol=EMBED_ATOL
+        )
 
 
 def test_lvt_manifest(lvt, lvt_export):
     manifest = json.loads((lvt_export / MANIFEST_NAME).read_text())
     fmt = manifest["format"]
     suffix = ".onnx" if fmt == "onnx" else ".pt2"
-    assert [(f["tower"], f["file"]) for f in manifest["files"]] == [(t, t + suffix) for t in ("vision", "video", "text")]
+    assert [(f["tower"], f["file"]) for f in manifest["files"]] == [
+        (t, t + suffix) for t in ("vision", "video", "text")
+    ]
     assert (manifest["num_frames"], manifest["image_size"], manifest["text_length"]) == (4, 32, 8)
     assert manifest["opset"] == (18 if fmt == "onnx" else None)
     video = manifest["files"][1]
@@ -184,6 +192,21 @@ def test_frames_and_size_fixed_at_export(encoder, fmt, tmp_path):
     if fmt == "onnx":  # a clip of another length is refused by the runtime, not silently mis-embedded
         with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="frame_mask|pixel_values"):
             run(video[:, :4], mask[:, :4])
+
+
+@pytest.mark.parametrize("fmt, dtype", [("onnx", "float16"), ("torch-export", "bfloat16")])
+def test_low_precision_video_tower(lvt, fmt, dtype, tmp_path):
+    """The video tower alone, in half precision: within cosine 0.999 of the original's fp32 embeddings; the user's
+    fp32 model is left as it was."""
+    model, io = lvt
+    manifest = export_model(model, tmp_path, format=fmt, tower="video", dtype=dtype)
+    assert manifest["towers"] == ["video"] and manifest["num_frames"] == 4 and manifest["dtype"] == dtype
+    assert model.dtype == torch.float32
+    batch = BATCHES[0]
+    out = load_tower(tmp_path, "video")(*video_batch(io, batch))["video_embeds"].astype(np.float32)
+    want = expected(io, batch, "video_embeddings")
+    cosine = (out * want).sum(-1) / np.linalg.norm(out, axis=-1) / np.linalg.norm(want, axis=-1)
+    assert cosine.min() > 0.999 and np.abs(out - want).max() > 1e-6  # close, and really computed in low precision
 
 
 def test_cli_export_is_self_contained(tmp_path, capsys):

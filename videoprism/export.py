@@ -181,10 +181,10 @@ def resolve_shapes(
     tokenizer_max_length: int | None,
 ) -> ExportShapes:
     """Frame count and size (default: the model's own, so no interpolation) and text length, validated."""
-    vision = towers.get("vision")
+    video = next((towers[name] for name in ("vision", "video") if name in towers), None)
     frames = image = 0
-    if vision is not None:
-        config = vision.config
+    if video is not None:
+        config = video.config
         frames = _check_positive(config.num_frames if num_frames is None else num_frames, "num_frames")
         image = _check_positive(config.image_size if size is None else size, "size")
         if image % config.patch_size:
@@ -199,7 +199,9 @@ def resolve_shapes(
         default = min(limit, tokenizer_max_length) if tokenizer_max_length else limit
         length = _check_positive(default if text_length is None else text_length, "text_length")
         if length > limit:
-            raise ExportSettingsError(f"text_length {length} exceeds the text tower's {limit} positions; pass <= {limit}")
+            raise ExportSettingsError(
+                f"text_length {length} exceeds the text tower's {limit} positions; pass <= {limit}"
+            )
     return ExportShapes(frames, image, length)
 
 
@@ -408,7 +410,7 @@ def export_model(
     processor = _source_processor(model, processor)
     tokenizer = processor.tokenizer
     shapes = resolve_shapes(towers, num_frames, size, text_length, tokenizer.model_max_length if tokenizer else None)
-    processor = _fitted_processor(processor, shapes, "vision" in towers)
+    processor = _fitted_processor(processor, shapes, shapes.num_frames > 0)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     files = []
@@ -446,8 +448,8 @@ def _manifest(format, source, loaded, towers, shapes, dtype, opset, files, proce
     from . import __version__
 
     fixed = []
-    if "vision" in towers:
-        vision = towers["vision"].config
+    if "vision" in towers or "video" in towers:
+        vision = next(towers[name] for name in ("vision", "video") if name in towers).config
         fixed.append(
             f"{shapes.num_frames} frames of {shapes.image_size}x{shapes.image_size} pixels: the position embeddings "
             f"(trained for {vision.num_frames} frames of {vision.image_size}x{vision.image_size}) are resized to them "
