@@ -258,6 +258,8 @@ def test_settings_are_checked_before_anything_is_written(encoder, tmp_path):
         export_model(model, tmp_path, size=36)
     with pytest.raises(ExportSettingsError, match="num_frames must be a positive integer"):
         export_model(model, tmp_path, num_frames=0)
+    with pytest.raises(ExportSettingsError, match="10000 frames of 4096x4096 pixels make a 3750.0 GiB example"):
+        export_model(model, tmp_path, num_frames=10_000, size=4096)
     with pytest.raises(ExportSettingsError, match="unknown dtype 'int8'"):
         export_model(model, tmp_path, dtype="int8")
     assert not any(tmp_path.iterdir())

@@ -40,6 +40,8 @@ MANIFEST_NAME = "export_manifest.json"
 INLINE_WEIGHTS_BYTES = 1536 * 2**20
 # Batch size of the example inputs the graphs are traced with (2: a batch of 1 would be taken for a constant).
 TRACE_BATCH = 2
+# Largest example video the tracer is given; a bigger frame count or size is refused before anything is allocated.
+MAX_EXAMPLE_BYTES = 2 * 2**30
 INSTALL_HINT = 'pip install "videoprism[export]"'
 _SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
 
@@ -166,7 +168,7 @@ def resolve_towers(tower: str, available: dict[str, Any], source: str) -> list[s
     if tower not in available:
         kinds = {"text": "a video-only checkpoint", "video": "a checkpoint without the LvT video head (pooler)"}
         raise TowerNotInCheckpointError(
-            f"{source} has no {tower} tower ({kinds.get(tower, 'a text-only checkpoint')}); it holds "
+            f"{source!r} has no {tower} tower ({kinds.get(tower, 'a text-only checkpoint')}); it holds "
             f"{', '.join(available)}: pass --tower {' or '.join(available)} (or all), or export an LvT checkpoint "
             "(videoprism-lvt-*) for the text and video towers"
         )
@@ -191,6 +193,12 @@ def resolve_shapes(
             raise ExportSettingsError(
                 f"size {image} is not a multiple of the patch size {config.patch_size}; pick e.g. "
                 f"{max(1, image // config.patch_size) * config.patch_size}"
+            )
+        example_bytes = TRACE_BATCH * frames * config.num_channels * image * image * 4
+        if example_bytes > MAX_EXAMPLE_BYTES:
+            raise ExportSettingsError(
+                f"{frames} frames of {image}x{image} pixels make a {example_bytes / 2**30:.1f} GiB example input to "
+                f"trace (limit {MAX_EXAMPLE_BYTES / 2**30:.0f} GiB); export fewer frames or smaller frames"
             )
     length = 0
     text = towers.get("text")
