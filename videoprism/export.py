@@ -304,6 +304,8 @@ def write_onnx(tower: str, model: VideoPrismPreTrainedModel, shapes: ExportShape
     with torch.no_grad(), warnings.catch_warnings():
         # One batch Dim shared by both inputs: the exporter notes that it names the axis once.
         warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints.*")
+        # torch's own exporter still calls a pytree check it deprecates; nothing for a user to act on.
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning)
         onnx_program = torch.onnx.export(
             tower_module(tower, model),
             example_inputs(tower, model, shapes),
