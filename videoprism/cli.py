@@ -411,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .collection import DEFAULT_MODEL
     from .collection.clips import MAX_CLIP_BYTES
+    from .export import add_export_command
     from .probe.cli import add_probe_commands
     from .serve import add_serve_commands
 
@@ -491,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(run=_cmd_classify, parser=classify)
     add_serve_commands(commands)  # `serve` and `thumbnails` (videoprism.serve)
     add_probe_commands(commands, DEFAULT_MODEL)  # `probe train` and `probe eval` (videoprism.probe)
+    add_export_command(commands)  # `export` (videoprism.export)
     return parser
 
 

@@ -182,3 +182,34 @@ class ProbeSettingsError(ValueError):
 
 class ProbeResumeError(ValueError):
     """An output folder holds a checkpoint of a different training run."""
+
+
+# Export of the towers (ONNX, torch.export)
+
+
+class ExportError(ValueError):
+    """An export that cannot run as asked; the message says what to change."""
+
+
+class UnknownExportFormatError(ExportError):
+    """The format is neither "onnx" nor "torch-export"."""
+
+
+class UnknownTowerError(ExportError):
+    """The tower is none of vision, video, text, all."""
+
+
+class TowerNotInCheckpointError(ExportError):
+    """The checkpoint does not hold the tower asked for (e.g. a text tower of a video-only checkpoint)."""
+
+
+class ExportDirectoryNotEmptyError(ExportError):
+    """OUT_DIR exists and holds files, and overwriting was not asked for."""
+
+
+class ExportDependencyError(ExportError):
+    """onnx / onnxscript (needed to write ONNX) are not installed."""
+
+
+class ExportSettingsError(ExportError):
+    """A frame count, frame size, text length, dtype or opset the export cannot use."""
