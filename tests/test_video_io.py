@@ -21,7 +21,7 @@ import pytest
 import torch
 from _videos import decode_all, frame_index_of, make_audio, make_video
 
-from videoprism import _video_reader, _video_rotation, video_io
+from videoprism import _torchcodec, _video_reader, _video_rotation, video_io
 from videoprism.video_io import DecodedVideo, VideoDecodeError, read_video, sample_frame_indices
 
 FPS = 30
@@ -530,9 +530,9 @@ def test_http_url(case_video) -> None:
 
 @pytest.fixture
 def fresh_torchcodec_probe():
-    _video_reader.torchcodec_unavailable_reason.cache_clear()
+    _torchcodec.torchcodec_unavailable_reason.cache_clear()
     yield
-    _video_reader.torchcodec_unavailable_reason.cache_clear()
+    _torchcodec.torchcodec_unavailable_reason.cache_clear()
 
 
 def test_auto_backend_falls_back_to_pyav_silently(case_video, monkeypatch, caplog, fresh_torchcodec_probe) -> None:

@@ -8,7 +8,6 @@ decode on any disagreement. torchcodec, when it works, decodes the same frames, 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import logging
 import math
@@ -23,6 +22,7 @@ import av
 import av.error
 import numpy as np
 
+from ._torchcodec import TorchcodecMismatch, decode_with_torchcodec, describe_error
 from ._video_rotation import apply_transform, display_matrix, display_transform
 from .errors import VideoDecodeError
 from .video_io import URL_RE, URL_TIMEOUT_S, DecodedVideo, VideoSource, not_a_file_reason, sample_frame_indices
@@ -101,10 +101,6 @@ def open_source(src: Source) -> av.container.InputContainer:
         if timed_out(src, e) or (src.url is not None and time.monotonic() - started >= src.timeout):
             raise VideoDecodeError(network_timeout_text(src)) from e
         raise VideoDecodeError(f"{src.description}: cannot open as a video ({describe_error(e)})") from e
-
-
-def describe_error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
 
 
 def timed_out(src: Source, e: BaseException) -> bool:
@@ -483,9 +479,9 @@ class Reader:
             return have
         if torchcodec:
             try:
-                have.update(_decode_torchcodec(self, index, todo))
+                have.update(decode_with_torchcodec(self, index.count, index.pts, todo, self._fps(index)))
                 return have
-            except _TorchcodecMismatch as e:
+            except TorchcodecMismatch as e:
                 if strict:
                     raise VideoDecodeError(f"{self.desc}: torchcodec decoding failed ({e})") from e
                 logger.debug("%s: torchcodec failed (%s); decoding with PyAV", self.desc, e)
@@ -596,88 +592,3 @@ class Reader:
                     self._to_rgb(frame)
                     break
         return self.transform or "none"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# torchcodec (optional)
-
-
-class _TorchcodecMismatch(Exception):  # noqa: N818 - internal control flow, never escapes
-    """torchcodec failed or its frames disagree with the packet index."""
-
-
-@functools.cache
-def _probe_clip() -> bytes:
-    """A tiny MPEG-4 clip made with PyAV's built-in encoder, to check that torchcodec can decode at all."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(2):
-            image = np.full((32, 32, 3), 60 * i, dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
-
-
-@functools.cache
-def torchcodec_unavailable_reason() -> str | None:
-    """None if torchcodec imports and decodes a probe clip, else why not (logged once at debug level)."""
-    try:
-        from torchcodec.decoders import VideoDecoder
-
-        decoder = VideoDecoder(_probe_clip(), dimension_order="NHWC")
-        batch = decoder.get_frames_at([0, 1])
-        if tuple(batch.data.shape) != (2, 32, 32, 3):
-            raise RuntimeError(f"probe decode returned shape {tuple(batch.data.shape)}")
-    # Any failure means "not usable": PyPI wheels raise OSError/RuntimeError on import against a CPU-only torch.
-    except Exception as e:  # noqa: BLE001
-        reason = describe_error(e)
-        logger.debug("torchcodec is unavailable, using PyAV: %s", reason)
-        return reason
-    return None
-
-
-def _decode_torchcodec(reader: Reader, index: _Index, wanted: np.ndarray) -> dict[int, np.ndarray]:
-    """Decode ``wanted`` frames with torchcodec, checked against our packet index."""
-    from torchcodec.decoders import VideoDecoder
-
-    src = reader.src
-    source = src.path if src.path is not None else (src.url if src.url is not None else src.data)
-    try:
-        try:
-            decoder = VideoDecoder(
-                source,
-                stream_index=reader.stream.index,
-                dimension_order="NHWC",
-                seek_mode="exact",
-                num_ffmpeg_threads=0,
-            )
-        except TypeError:  # releases before seek_mode / num_ffmpeg_threads
-            decoder = VideoDecoder(source, stream_index=reader.stream.index, dimension_order="NHWC")
-        metadata = decoder.metadata
-        num = getattr(metadata, "num_frames", None)
-        if num is not None and int(num) != index.count:
-            raise _TorchcodecMismatch(f"torchcodec counts {num} frames, the packet index {index.count}")
-        batch = decoder.get_frames_at([int(w) for w in wanted])
-        data = batch.data.cpu().numpy()
-        pts_seconds = batch.pts_seconds.cpu().numpy().astype(np.float64)
-    except _TorchcodecMismatch:
-        raise
-    except Exception as e:  # noqa: BLE001 - any torchcodec failure sends us back to PyAV
-        raise _TorchcodecMismatch(describe_error(e)) from e
-    if index.pts is not None:
-        expected = index.pts[wanted].astype(np.float64) * float(reader.time_base)
-        tolerance = 0.5 / reader._fps(index) if reader._fps(index) > 0 else 1e-3
-        if not np.allclose(pts_seconds, expected, rtol=0, atol=tolerance):
-            raise _TorchcodecMismatch("torchcodec frame timestamps disagree with the packet index")
-    # torchcodec >= 0.11 exposes `rotation` and applies it; earlier releases do neither.
-    try:
-        transform = reader.first_frame_transform()
-    except (av.error.FFmpegError, OSError, VideoDecodeError) as e:
-        raise _TorchcodecMismatch(f"cannot read the display matrix ({describe_error(e)})") from e
-    if hasattr(metadata, "rotation"):
-        if transform not in ("none", "clock", "cclock", "hvflip"):
-            raise _TorchcodecMismatch(f"display transform {transform!r} includes a flip")
-        transform = "none"
-    return {int(w): np.ascontiguousarray(apply_transform(data[k], transform)) for k, w in enumerate(wanted)}

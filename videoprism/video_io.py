@@ -186,7 +186,8 @@ def read_video(
         ValueError: If the arguments are invalid or the time window holds no frame.
         ImportError: If ``backend="torchcodec"`` and torchcodec is unusable.
     """
-    from ._video_reader import Reader, open_source, resolve_source, torchcodec_unavailable_reason
+    from ._torchcodec import torchcodec_unavailable_reason
+    from ._video_reader import Reader, open_source, resolve_source
 
     _check_args(num_frames, start_time, end_time, backend)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
