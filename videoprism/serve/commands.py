@@ -92,7 +92,12 @@ def add_serve_commands(commands: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     serve.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    serve.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="weights dtype")
+    serve.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPE_NAMES],
+        default="auto",
+        help="weights dtype; auto (default): bfloat16 where the device computes it natively, else float32",
+    )
     serve.add_argument(
         "--max-upload-mb", type=_positive_int, default=200, metavar="MB", help="largest upload (default: 200)"
     )

@@ -38,7 +38,8 @@ class ServeEngine:
         store: Store folder written by `videoprism embed`.
         model: Model to embed queries with; default: the one the store records.
         device: "auto" (CUDA when available), "cpu", ...
-        dtype: Weights dtype; None keeps float32.
+        dtype: Weights dtype: "auto" (bfloat16 where the device computes it natively, as `videoprism search`),
+            a name such as "float32", or None (float32).
         text_cache: Text query embeddings kept (0: none).
 
     Raises:
@@ -51,7 +52,7 @@ class ServeEngine:
         model: str | os.PathLike[str] | None = None,
         *,
         device: str | None = "auto",
-        dtype: str | None = None,
+        dtype: str | None = "auto",
         text_cache: int = 1024,
     ) -> None:
         self.path = Path(store)

@@ -187,7 +187,7 @@ def _row_norms(arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     order = np.argsort(flat, kind="stable")  # memory-mapped rows are read in file order
     norms = np.empty(len(flat), np.float32)
     norms[order] = np.linalg.norm(np.asarray(arr[flat[order]], np.float32), axis=1)
-    return np.where(norms > 0, norms, np.float32(1)).reshape(rows.shape)
+    return np.where(np.isfinite(norms) & (norms > 0), norms, np.float32(1)).reshape(rows.shape)  # damaged rows: -inf
 
 
 def prepare_queries(queries: Any, dim: int) -> tuple[np.ndarray, bool]:
