@@ -22,7 +22,7 @@ from ..video_io import read_video
 from .clips import clip_pixels
 from .embedder import DEFAULT_MODEL, load_video_embedder, resolve_device, resolve_dtype
 
-__all__ = ["embed_text", "model_width", "search_text", "search_video"]
+__all__ = ["embed_text", "model_width", "search_text", "search_video", "store_num_frames"]
 
 
 def model_width(source: ModelSource) -> int | None:
@@ -112,8 +112,8 @@ def _check_width(reader: StoreReader, model: ModelSource) -> None:
         )
 
 
-def _store_num_frames(reader: StoreReader) -> int | None:
-    """Frames per clip of the store's rows (so a query video is sampled like them)."""
+def store_num_frames(reader: StoreReader) -> int | None:
+    """Frames per clip of the store's rows (so that a query video is sampled like them); None for an empty store."""
     import pyarrow.compute as pc
 
     meta = reader.metadata
@@ -219,7 +219,7 @@ def search_video(
     reader = open_store(store)
     _check_kind(reader, kind)
     source = _query_model(reader, model)
-    frames = num_frames or _store_num_frames(reader)
+    frames = num_frames or store_num_frames(reader)
     embedder, processor = load_video_embedder(source, device=device, dtype=dtype, num_frames=frames)
     decoded = read_video(os.fspath(video), num_frames=embedder.num_frames)
     embeds, _ = embedder(clip_pixels(processor, decoded)[None])

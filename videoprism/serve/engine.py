@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._sources import resolve_source
+from ..collection.search import store_num_frames
 from ..collection.thumbnails import thumbnail_key, thumbnail_path
 from ..errors import ItemNotFoundError, QueryError
 from ..store import MANIFEST_NAME, META_DIR, EmptyStoreError, SearchHit, StoreError, StoreReader, open_store
@@ -156,7 +157,7 @@ class ServeEngine:
                 if self._embedder is None:
                     from ..collection import load_video_embedder
 
-                    frames = _clip_frames(self.reader)
+                    frames = store_num_frames(self.reader)
                     embedder, processor = load_video_embedder(
                         self.model_source, device=self.device, dtype=self.dtype, num_frames=frames
                     )
@@ -290,14 +291,3 @@ def _value_counts(column: Any) -> tuple[list[Any], list[int]]:
 
     counts = pc.value_counts(column)
     return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-
-
-def _clip_frames(reader: StoreReader) -> int | None:
-    """Frames per clip of the store's rows (so that a query video is sampled like them); None for an empty store."""
-    import pyarrow.compute as pc
-
-    meta = reader.metadata
-    clips = meta.filter(pc.not_equal(meta["kind"], "video"))
-    if not clips.num_rows:
-        return None
-    return int(pc.list_value_length(clips["frame_indices"][0:1])[0].as_py())
