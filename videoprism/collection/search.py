@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,8 +124,11 @@ def store_num_frames(reader: StoreReader) -> int | None:
     return int(pc.list_value_length(clips["frame_indices"][0:1])[0].as_py())
 
 
-def embed_text(model: torch.nn.Module, source: str | ModelSource, texts: Sequence[str]) -> np.ndarray:
-    """(len(texts), D) text embeddings of an LvT model loaded from ``source`` (whose tokenizer is used)."""
+def embed_text(
+    model: torch.nn.Module, source: str | ModelSource, texts: Sequence[str], tokenizer: Any = None
+) -> np.ndarray:
+    """(len(texts), D) text embeddings of an LvT model loaded from ``source`` (whose tokenizer is used, unless one
+    already loaded is given)."""
     from ..tokenization import VideoPrismTokenizer
 
     if not hasattr(model, "get_text_features"):
@@ -136,7 +140,8 @@ def embed_text(model: torch.nn.Module, source: str | ModelSource, texts: Sequenc
 
     for i, text in enumerate(texts):
         check_text(text, f"query {i}" if len(texts) > 1 else "query")
-    tokenizer = VideoPrismTokenizer.from_pretrained(source)
+    if tokenizer is None:
+        tokenizer = VideoPrismTokenizer.from_pretrained(source)
     tokens = tokenizer(list(texts), return_tensors="pt")
     device = next(model.parameters()).device
     with torch.inference_mode():

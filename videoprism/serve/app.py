@@ -36,6 +36,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from ..errors import TextInputError
 from ..store import StoreError
 from ..video_io import VideoDecodeError
 from .engine import ItemNotFoundError, QueryError, ServeEngine
@@ -139,6 +140,7 @@ def create_app(engine: ServeEngine, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> 
 
     app.add_exception_handler(ItemNotFoundError, error(404))
     app.add_exception_handler(QueryError, error(400))
+    app.add_exception_handler(TextInputError, error(400))
     app.add_exception_handler(VideoDecodeError, error(415))
     app.add_exception_handler(StoreError, error(503))
 

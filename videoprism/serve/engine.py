@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._sources import resolve_source
-from ..collection.search import store_num_frames
+from ..collection.search import embed_text, store_num_frames
 from ..collection.thumbnails import thumbnail_key, thumbnail_path
 from ..errors import ItemNotFoundError, QueryError
 from ..store import MANIFEST_NAME, META_DIR, EmptyStoreError, SearchHit, StoreError, StoreReader, open_store
@@ -186,16 +186,9 @@ class ServeEngine:
             if text in self._cache:
                 self._cache.move_to_end(text)
                 return self._cache[text]
-        import torch
-
         embedder, tokenizer = self._text_tower()
-        tokens = tokenizer([text], return_tensors="pt")
-        device = next(embedder.model.parameters()).device
-        with self._model_lock, torch.inference_mode():
-            features = embedder.model.get_text_features(
-                tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
-            )
-        vector = features[0].float().cpu().numpy()
+        with self._model_lock:
+            vector = embed_text(embedder.model, self.model_source, [text], tokenizer)[0]
         if self._cache_size > 0:
             with self._cache_lock:
                 self._cache[text] = vector
