@@ -4,7 +4,7 @@
     python benchmarks/bench_models.py --rounds 1      # quicker, noisier
     python benchmarks/bench_models.py --long          # LvT at 16/32/64 frames: time and peak RSS (ours only)
     python benchmarks/bench_models.py --compile       # adds torch.compile'd ours (compile time excluded)
-    python benchmarks/bench_models.py --device cuda --batches 1 8 32 --iters 10 --compile   # on a GPU
+    python benchmarks/bench_models.py --device cuda --batches 1 32 --clip-batches 1 32 --compile --profile  # on a GPU
 
 On CPU each measurement runs in its own subprocess (so peak RSS is that variant's alone); variants alternate round
 by round and the table reports medians. transformers fp32 also runs with glibc's mmap/trim thresholds raised
@@ -228,6 +228,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--clip-batches", type=int, nargs="+", default=[1], help="CUDA: LvT clip batch sizes")
+    parser.add_argument("--kinds", nargs="+", default=["vision", "clip"], help="CUDA: models, in this order")
+    parser.add_argument("--profile", action="store_true", help="CUDA: kernel profile of ours bf16 at the largest batch")
     parser.add_argument("--long", action="store_true", help="LvT at 16/32/64 frames (ours only)")
     parser.add_argument("--skip-transformers-bf16", action="store_true")
     args = parser.parse_args()
@@ -356,19 +359,20 @@ def cuda_table(args, folder: Path) -> None:
         dict(impl="ours", dtype="fp32"),
         dict(impl="ours", dtype="bf16", attn="eager"),
         dict(impl="ours", dtype="bf16"),
+        dict(impl="ours", dtype="bf16", attn="flex"),  # "auto" runs small attentions unfused: this shows what it saves
     ]
     # transformers' patch embedding is a Conv3d, which cuDNN runs in TF32 by default; this row shows what that costs.
     variants += [dict(impl="transformers", dtype="fp32", tf32_conv=False, max_batch=1)]
     if args.compile:  # batch 1 would specialise the dynamic graph and compile a second time
         variants += [dict(impl="ours", dtype="bf16", compile=True, min_batch=2)]
-    groups = [("vision", batch) for batch in args.batches] + [("clip", 1)]
+    groups = [("vision", batch) for batch in args.batches] + [("clip", batch) for batch in args.clip_batches]
     print(
         "\n| model | batch | implementation | dtype | ms | clips/s | x transformers fp32 | x transformers bf16 "
         "| TFLOP/s | MFU (of bf16 8192^3) | peak GPU MB | max diff vs transformers fp32 "
         "| max diff vs ours (eager) fp32 | min cosine vs ours fp32 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for kind in ("vision", "clip"):
+    for kind in args.kinds:
         for variant in variants:  # one model per variant, timed at every batch size of its kind
             variant["model"] = load(
                 variant["impl"], kind, folder, DTYPES[variant["dtype"]], device, variant.get("attn")
@@ -379,9 +383,31 @@ def cuda_table(args, folder: Path) -> None:
         for group_kind, batch in groups:
             if group_kind == kind:
                 cuda_rows(args, kind, batch, variants, card_peak)
+        if args.profile and kind == "vision":
+            default_bf16 = next(v for v in variants if v["impl"] == "ours" and v["dtype"] == "bf16" and not v.get("attn"))
+            try:
+                cuda_profile(args, kind, max(args.batches), default_bf16)
+            except Exception as error:  # the tables above are the result; the profile only explains them
+                print(f"profile FAILED: {error!r}"[:3000], file=sys.stderr)
         for variant in variants:
             del variant["model"]
         torch.cuda.empty_cache()
+
+
+def cuda_profile(args, kind: str, batch: int, variant: dict) -> None:
+    """The CUDA kernels of one call of `variant`, by total time: where the time between the GEMMs goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    video, ids, mask = inputs(kind, batch, 16, args.device)
+    video = video.to(DTYPES[variant["dtype"]])
+    with torch.no_grad():
+        run_once(variant["impl"], kind, variant["model"], video, ids, mask, False)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run_once(variant["impl"], kind, variant["model"], video, ids, mask, False)
+            torch.cuda.synchronize()
+    print(f"\nKernels of {variant_name(variant)} {variant['dtype']}, {kind} batch {batch}:")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=70))
 
 
 def cuda_rows(args, kind: str, batch: int, variants: list[dict], card_peak: float) -> None:
@@ -398,9 +424,10 @@ def cuda_rows(args, kind: str, batch: int, variants: list[dict], card_peak: floa
                 f"{kind} b{batch} {variant_name(variant)} {variant['dtype']} FAILED: {error!r}"[:3000], file=sys.stderr
             )
             results.append("failed (see log)")
+            torch.cuda.empty_cache()  # an out-of-memory failure must not starve the next variant
     ref, ref_bf16, ours_eager, ours_fp32 = (r if isinstance(r, tuple) else None for r in results[:4])
     flops = model_flops(kind, batch, 16)
-    label = "LvT-B clip (1 video, 5 prompts)" if kind == "clip" else "base vision"
+    label = f"LvT-B clip ({batch} x 5 prompts)" if kind == "clip" else "base vision"
     for variant, result in zip(variants, results, strict=True):
         if isinstance(result, str):
             print(f"| {label} | {batch} | {variant_name(variant)} | {variant['dtype']} | {result} |")

@@ -82,3 +82,24 @@ def test_sdpa_takes_a_mask_broadcast_over_keys(monkeypatch):
     allowed = torch.tensor([True, False, True, True])[:, None, None, None]
     out = sdpa_attention(q, k, v, allowed, softcap=None)
     torch.testing.assert_close(out, expected(q, k, v, allowed, None), rtol=0, atol=2e-6)
+
+
+def test_auto_runs_small_attentions_unfused_and_large_ones_in_flex(monkeypatch):
+    """Where "auto" means flex (CUDA), a call whose fp32 scores fit in one chunk takes the unfused exact path instead
+    (a flex call's fixed cost is larger than such an attention); an explicit kernel is always kept."""
+    monkeypatch.setattr(_attention, "resolve_implementation", lambda name, device: "flex" if name == "auto" else name)
+    monkeypatch.setattr(_attention, "score_chunk_bytes", lambda device: 4800)  # 4 x 3 x 10 x 10 fp32 scores
+    q, k, _ = qkv()
+    assert _attention.kernel_for("auto", q, k) == "chunked"
+    assert _attention.kernel_for("auto", q, torch.cat([k, k], dim=2)) == "flex"  # 9600 bytes
+    assert _attention.kernel_for("flex", q, k) == "flex"
+    assert _attention.kernel_for("eager", q, k) == "eager"
+    assert _attention.AttentionChoice().kernel_for(q, k) == "chunked"
+
+
+def test_chunk_budget_follows_the_device():
+    assert _attention.score_chunk_bytes(torch.device("cpu")) == _attention.SCORE_CHUNK_BYTES
+    assert _attention.score_chunk_bytes(torch.device("cuda")) == _attention.CUDA_SCORE_CHUNK_BYTES
+    # On CPU "auto" is the chunked kernel, whatever the size.
+    q, k, _ = qkv()
+    assert _attention.kernel_for("auto", q, k) == "chunked"

@@ -3,7 +3,8 @@
 "eager" is the reference: the original's order of operations on unscaled q, all scores at once, and it can return the
 attention probabilities. The fast kernels ("chunked", "flex", "sdpa") take q already multiplied by
 Dh**-0.5 / softcap and return only the output. "auto" is not a kernel: `resolve_implementation` turns it into one per
-device.
+device and `kernel_for` per call (on CUDA: "chunked", in one piece, for score tensors up to CUDA_SCORE_CHUNK_BYTES,
+where a flex call's fixed cost exceeds the whole attention; "flex" for larger ones).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ SCORE_CHUNK_BYTES = 16 * 2**20
 FLEX_RECOMPILE_LIMIT = 64
 # Sequences one flex kernel launch may hold (CUDA's grid y/z limit).
 FLEX_MAX_BATCH = 65535
+# The chunk budget on CUDA. "auto" there runs attention whose fp32 scores fit in it unfused, in one piece: a compiled
+# flex call has a fixed host cost (guards, block mask) larger than such an attention takes on the GPU.
+CUDA_SCORE_CHUNK_BYTES = 128 * 2**20
 
 
 def large_negative(dtype: torch.dtype = torch.float32) -> float:
@@ -78,8 +82,13 @@ def reference_attention(q, k, v, allowed=None, softcap=None, scale=1.0, output_a
     return torch.matmul(probs, v), (probs if output_attentions else None)
 
 
+def score_chunk_bytes(device: torch.device) -> int:
+    """Bytes of fp32 scores one chunk of `chunked_attention` may hold on `device`."""
+    return CUDA_SCORE_CHUNK_BYTES if device.type == "cuda" else SCORE_CHUNK_BYTES
+
+
 def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
-    """Exact attention whose fp32 scores never exceed SCORE_CHUNK_BYTES, same arithmetic per row.
+    """Exact attention whose fp32 scores never exceed `score_chunk_bytes`, same arithmetic per row.
 
     A chunk holds as many query rows of one (sequence, head) pair as fit, then as many pairs as fit: long row blocks
     make better matmuls than few rows of every head. `q` must already be multiplied
@@ -87,10 +96,11 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     """
     batch, heads, length, _ = q.shape
     row_bytes = k.shape[-2] * 4  # one query row's fp32 scores, one pair
-    if batch * heads * length * row_bytes <= SCORE_CHUNK_BYTES:
+    budget = score_chunk_bytes(q.device)
+    if batch * heads * length * row_bytes <= budget:
         return _fast_attend(q, k, v, allowed, softcap)
-    rows = min(length, max(1, SCORE_CHUNK_BYTES // row_bytes))
-    pairs = max(1, SCORE_CHUNK_BYTES // (rows * row_bytes))
+    rows = min(length, max(1, budget // row_bytes))
+    pairs = max(1, budget // (rows * row_bytes))
     head_step = min(heads, pairs)
     sequence_step = max(1, pairs // heads)
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=v.dtype, device=v.device)
@@ -112,6 +122,17 @@ def resolve_implementation(name: str, device: torch.device) -> str:
     if name != "auto":
         return name
     return "flex" if device.type == "cuda" and _flex_attention_fn(compiled=False) is not None else "chunked"
+
+
+def kernel_for(name: str, q: torch.Tensor, k: torch.Tensor) -> str:
+    """The kernel `name` runs for (B, H, L, Dh) `q` against `k`: as `resolve_implementation`, except that "auto" on
+    CUDA takes "chunked" when its fp32 scores fit in one chunk (CUDA_SCORE_CHUNK_BYTES)."""
+    kernel = resolve_implementation(name, q.device)
+    if name == "auto" and kernel == "flex":
+        score_bytes = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[-2] * 4
+        if isinstance(score_bytes, int) and score_bytes <= score_chunk_bytes(q.device):
+            return "chunked"
+    return kernel
 
 
 def check_implementation(name: str | None) -> str:
@@ -226,6 +247,10 @@ class AttentionChoice:
     def kernel(self, device: torch.device) -> str:
         """The kernel's name on `device` ("auto" resolved)."""
         return resolve_implementation(self.name, device)
+
+    def kernel_for(self, q: torch.Tensor, k: torch.Tensor) -> str:
+        """The kernel for this call's heads (`kernel_for`)."""
+        return kernel_for(self.name, q, k)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -109,7 +109,7 @@ class VideoPrismAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         """The fast exact path on (B, H, L, Dh) heads from `project`."""
-        return ATTENTION_FUNCTIONS[self.implementation(q)](q, k, v, allowed, self.softcap)
+        return ATTENTION_FUNCTIONS[self.attention_choice.kernel_for(q, k)](q, k, v, allowed, self.softcap)
 
     def merge(self, heads: torch.Tensor) -> torch.Tensor:
         """(B, H, L, Dh) -> output projection (B, L, D)."""
@@ -638,7 +638,8 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
                 "(VideoPrismTokenizer truncates to that)"
             )
         checkable = input_ids.numel() and not torch.compiler.is_compiling()  # a compiled graph cannot branch on data
-        if checkable and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        # One host read (a GPU sync when the ids live there).
+        if checkable and bool(((input_ids < 0) | (input_ids >= config.vocab_size)).any()):
             raise ValueError(
                 f"input_ids must lie in [0, {config.vocab_size}); got {int(input_ids.min())}..{int(input_ids.max())}"
             )
@@ -710,8 +711,9 @@ class VideoPrismClipModel(VideoPrismPreTrainedModel):
         """
         if not temperature or temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        video = self.video_model(pixel_values_videos, frame_mask, interpolate_pos_encoding)
+        # Text first: its input check reads the ids on the host, which on a GPU would otherwise wait for the video.
         text = self.text_model(input_ids, attention_mask)
+        video = self.video_model(pixel_values_videos, frame_mask, interpolate_pos_encoding)
         with torch.autocast(video.pooler_output.device.type, enabled=False):  # logits amplify errors 1/temperature x
             similarity = video.pooler_output.float() @ text.pooler_output.float().T
         logits_per_video = similarity / temperature
