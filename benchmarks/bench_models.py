@@ -384,9 +384,7 @@ def cuda_table(args, folder: Path) -> None:
             if group_kind == kind:
                 cuda_rows(args, kind, batch, variants, card_peak)
         if args.profile and kind == "vision":
-            default_bf16 = next(
-                v for v in variants if v["impl"] == "ours" and v["dtype"] == "bf16" and not v.get("attn", v.get("compile"))
-            )
+            default_bf16 = next(v for v in variants if variant_name(v) == "ours" and v["dtype"] == "bf16")
             try:
                 cuda_profile(args, kind, max(args.batches), default_bf16)
             except Exception as error:  # the tables above are the result; the profile only explains them
