@@ -85,16 +85,18 @@ def test_sdpa_takes_a_mask_broadcast_over_keys(monkeypatch):
 
 
 def test_auto_runs_small_attentions_unfused_and_large_ones_in_flex(monkeypatch):
-    """Where "auto" means flex (CUDA), a call whose fp32 scores fit in one chunk takes the unfused exact path instead
-    (a flex call's fixed cost is larger than such an attention); an explicit kernel is always kept."""
+    """Where "auto" means flex (CUDA), a 16-bit call whose fp32 scores fit in one chunk, and any fp32 call, take the
+    chunked exact path instead; an explicit kernel is always kept."""
     monkeypatch.setattr(_attention, "resolve_implementation", lambda name, device: "flex" if name == "auto" else name)
     monkeypatch.setattr(_attention, "score_chunk_bytes", lambda device: 4800)  # 4 x 3 x 10 x 10 fp32 scores
-    q, k, _ = qkv()
+    q, k, _ = qkv(dtype=torch.bfloat16)
     assert _attention.kernel_for("auto", q, k) == "chunked"
     assert _attention.kernel_for("auto", q, torch.cat([k, k], dim=2)) == "flex"  # 9600 bytes
     assert _attention.kernel_for("flex", q, k) == "flex"
     assert _attention.kernel_for("eager", q, k) == "eager"
     assert _attention.AttentionChoice().kernel_for(q, k) == "chunked"
+    # fp32 takes the chunked kernel at any size (cuBLAS fp32 outruns flex's fp32 kernel).
+    assert _attention.kernel_for("auto", q.float(), torch.cat([k, k], dim=2).float()) == "chunked"
 
 
 def test_chunk_budget_follows_the_device():

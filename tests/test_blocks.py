@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from _checkpoints import save_tiny_clip_model
 
-from videoprism import VideoPrismClipModel, _blocks
+from videoprism import VideoPrismClipModel, _blocks, modeling
 from videoprism.modeling import VideoPrismLayerNorm
 
 
@@ -82,6 +82,24 @@ def test_blockwise_inference_equals_the_whole_tensor_path(tmp_path, monkeypatch,
         pairs += zip(block_out.hidden_states, whole_out.hidden_states, strict=True)
     for actual, expected in pairs:
         torch.testing.assert_close(actual, expected.detach(), rtol=0, atol=2e-6)
+
+
+def test_whole_tensor_path_with_flex_reads_strided_heads(tmp_path, monkeypatch):
+    """The whole-tensor path hands flex q/k/v as strided views of the fused projection (no layout copy) and merges its
+    output, laid out like q, without a copy: same outputs as the chunked kernel on contiguous heads."""
+    model = VideoPrismClipModel.from_pretrained(save_tiny_clip_model(tmp_path)).eval()
+    video = torch.rand(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 160, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(7)[None] < torch.tensor([[7], [3]])).long()
+    monkeypatch.setattr(modeling, "runs_blockwise", lambda x: False)  # the whole-tensor path, as on CUDA
+    outputs = {}
+    for kernel in ("flex", "chunked"):
+        model.set_attn_implementation(kernel)
+        with torch.no_grad():  # flex has no backward on CPU
+            out = model(video, ids, attention_mask=mask)
+        outputs[kernel] = (out.video_embeds, out.text_embeds)
+    for flex, chunked in zip(outputs["flex"], outputs["chunked"], strict=True):
+        torch.testing.assert_close(flex, chunked, rtol=0, atol=2e-6)
 
 
 MALLOC_SCRIPT = """

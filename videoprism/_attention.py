@@ -3,8 +3,8 @@
 "eager" is the reference: the original's order of operations on unscaled q, all scores at once, and it can return the
 attention probabilities. The fast kernels ("chunked", "flex", "sdpa") take q already multiplied by
 Dh**-0.5 / softcap and return only the output. "auto" is not a kernel: `resolve_implementation` turns it into one per
-device and `kernel_for` per call (on CUDA: "chunked", in one piece, for score tensors up to CUDA_SCORE_CHUNK_BYTES,
-where a flex call's fixed cost exceeds the whole attention; "flex" for larger ones).
+device and `kernel_for` per call (on CUDA: "flex" for large 16-bit attentions; "chunked" for fp32 and for score tensors
+up to CUDA_SCORE_CHUNK_BYTES, where a flex call's fixed cost exceeds the whole attention).
 """
 
 from __future__ import annotations
@@ -126,11 +126,12 @@ def resolve_implementation(name: str, device: torch.device) -> str:
 
 def kernel_for(name: str, q: torch.Tensor, k: torch.Tensor) -> str:
     """The kernel `name` runs for (B, H, L, Dh) `q` against `k`: as `resolve_implementation`, except that "auto" on
-    CUDA takes "chunked" when its fp32 scores fit in one chunk (CUDA_SCORE_CHUNK_BYTES)."""
+    CUDA, called eagerly, takes "chunked" for fp32 (full-precision cuBLAS matmuls outrun flex's fp32 kernel) and for
+    16-bit heads whose fp32 scores fit in one chunk (CUDA_SCORE_CHUNK_BYTES)."""
     kernel = resolve_implementation(name, q.device)
-    if name == "auto" and kernel == "flex":
+    if name == "auto" and kernel == "flex" and not torch.compiler.is_compiling():
         score_bytes = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[-2] * 4
-        if isinstance(score_bytes, int) and score_bytes <= score_chunk_bytes(q.device):
+        if q.element_size() >= 4 or score_bytes <= score_chunk_bytes(q.device):
             return "chunked"
     return kernel
 

@@ -122,9 +122,12 @@ class VideoPrismAttention(nn.Module):
                 q, k, v, allowed, self.softcap, self.head_dim**-0.5, output_attentions=output_attentions
             )
             return self.merge(out), probs
-        # (B, L, 3, H, Dh) -> (3, B, H, L, Dh) in one copy; q, k, v are then contiguous per head.
-        q, k, v = self.project(x, qkv).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-        return self.merge(self.attend(q, k, v, allowed)), None
+        heads = self.project(x, qkv).permute(2, 0, 3, 1, 4)  # (B, L, 3, H, Dh) -> (3, B, H, L, Dh), a view
+        kernel = self.attention_choice.kernel_for(heads[0], heads[1])
+        if kernel != "flex":  # flex reads strided heads and writes in q's layout, so merging the heads copies nothing
+            heads = heads.contiguous()  # one copy; q, k, v are then contiguous per head
+        q, k, v = heads.unbind(0)
+        return self.merge(ATTENTION_FUNCTIONS[kernel](q, k, v, allowed, self.softcap)), None
 
 
 class VideoPrismMLP(nn.Module):
