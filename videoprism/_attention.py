@@ -239,7 +239,7 @@ class AttentionChoice:
     """The attention kernel of one model, shared by all its attention modules: chosen once, read at every call.
 
     Args:
-        name: "auto" (default: "flex" on CUDA, "chunked" elsewhere) or a kernel of `ATTENTION_FUNCTIONS`.
+        name: "auto" (default: chosen per call by `kernel_for`) or a kernel of `ATTENTION_FUNCTIONS`.
     """
 
     def __init__(self, name: str | None = None):

@@ -331,9 +331,10 @@ class PreTrainedMixin:
             config: Overrides the checkpoint's config: a config object, a preset name, or a dict.
             revision: Hub branch, tag, commit or ref such as `refs/pr/4`.
             dtype: Cast the weights (e.g. torch.bfloat16); softmax and L2 norms stay fp32.
-            attn_implementation: The attention kernel (see `ATTENTION_FUNCTIONS`): "auto" (default: "flex" on
-                CUDA, "chunked" elsewhere), "chunked" (exact, bounded memory), "flex" (exact, torch
-                flex_attention), "eager" (the reference, all scores at once) or "sdpa" (APPROXIMATE: no soft cap).
+            attn_implementation: The attention kernel (see `ATTENTION_FUNCTIONS`): "auto" (default: "chunked" on
+                CPU; on CUDA "flex" for large 16-bit attention, else "chunked"), "chunked" (exact, bounded memory),
+                "flex" (exact, torch flex_attention), "eager" (the reference, all scores at once) or "sdpa"
+                (APPROXIMATE: no soft cap).
             cache_dir: Hub cache folder (default: huggingface_hub's); converted Flax files are cached beside it.
             config_overrides: Fields changed on the model's config, e.g. `num_labels=400` for a classifier.
         """

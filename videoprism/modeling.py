@@ -388,7 +388,8 @@ class VideoPrismPreTrainedModel(PreTrainedMixin, nn.Module):
     def set_attn_implementation(self, name: str | None) -> None:
         """Chooses the attention kernel of the whole model: "auto" (default) or a name in `ATTENTION_FUNCTIONS`.
 
-        "auto" is "flex" on CUDA, "chunked" elsewhere. "chunked": exact, query blocks bound the memory. "flex": exact,
+        "auto": "chunked" on CPU; on CUDA "flex" for large 16-bit attention, "chunked" for fp32 and small attention
+        (`_attention.kernel_for`). "chunked": exact, query blocks bound the memory. "flex": exact,
         torch flex_attention with the cap as a score_mod. "eager": the reference, all scores at once. "sdpa":
         APPROXIMATE, fused attention without the soft cap (warns once).
         """
