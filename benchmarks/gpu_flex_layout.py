@@ -1,6 +1,7 @@
 """CUDA: flex attention on strided q/k/v views (no layout copy) against contiguous heads, per call and per model.
 
     python benchmarks/gpu_flex_layout.py
+    python benchmarks/gpu_flex_layout.py --compiled   # base vision bf16 at batch 32 under torch.compile, both layouts
 
 Times one LvT-B auxiliary layer (4096 tokens) at batch 1 and 8 and the bf16 LvT-B clip model at batch 1, each with
 the heads handed to flex as strided views (the default) and copied contiguous first; medians of 10 calls after
@@ -10,6 +11,7 @@ warm-up. Reports recompilations and host syncs seen during the timed calls.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import torch
@@ -40,7 +42,30 @@ def median_ms(fn, iters=10):
     return statistics.median(times) * 1000
 
 
+def compiled(batch: int = 32) -> None:
+    """Base vision bf16 under torch.compile (static shapes), heads strided vs contiguous: one compile each."""
+    config = videoprism.PRESETS["videoprism-base-f16r288"].config()
+    video = torch.rand(batch, 16, 3, 288, 288, device="cuda", dtype=torch.bfloat16)
+    print("| base vision bf16, compiled | batch | layout | ms | compile s |\n|---|---|---|---|---|")
+    for name, forward in (("strided", STRIDED_FORWARD), ("contiguous", contiguous_forward)):
+        torch._dynamo.reset()
+        modeling.VideoPrismAttention.forward = forward
+        model = videoprism.VideoPrismVisionModel(config).to("cuda", torch.bfloat16).eval()
+        fn = torch.compile(model, dynamic=False)
+        with torch.no_grad():
+            start = time.perf_counter()
+            fn(video)
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - start
+            ms = median_ms(lambda fn=fn: fn(video))
+        print(f"| base vision bf16, compiled | {batch} | {name} | {ms:.1f} | {compile_s:.0f} |", flush=True)
+        del model, fn
+    modeling.VideoPrismAttention.forward = STRIDED_FORWARD
+
+
 def main():
+    if "--compiled" in sys.argv:
+        return compiled()
     torch.manual_seed(0)
     config = videoprism.PRESETS["videoprism-lvt-base-f16r288"].config()
     model = videoprism.VideoPrismClipModel(config).to("cuda", torch.bfloat16).eval()
