@@ -274,6 +274,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="timed model-only batches")
     parser.add_argument("--tiny", action="store_true", help="a toy model instead of LvT-B (checks the script runs)")
+    parser.add_argument(
+        "--decoder-nice", type=int, nargs="+", default=[0], help="decoding processes' niceness (several: one run each)"
+    )
     parser.add_argument("--no-decode-only", action="store_true", help="skip the old/new window decoding comparison")
     parser.add_argument("--search-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
@@ -318,17 +321,19 @@ def main() -> None:
         workers = args.workers if args.workers is not None else f"default ({default_workers(8)} for 8+ videos)"
         print(f"\n# embed: model {model}, batch {args.batch_size}, decoding workers {workers}")
         print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on)")
-        print(f"{'set':<40} {'dtype':<9} {'clips':>6} {'model only':>10} {'end to end':>10} {'pipeline':>8} "
-              f"{'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
+        print(f"{'set':<40} {'dtype':<9} {'nice':>4} {'clips':>6} {'model only':>10} {'end to end':>10} "
+              f"{'pipeline':>8} {'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
         for dtype in args.dtypes:
             embedder, processor = load_video_embedder(model_dir, device=args.device, dtype=dtype)
             alone = model_only(embedder, processor, probe, args.batch_size, args.repeats)
             del embedder
             for name, (folder, window) in sets.items():
-                r = pipeline(model_dir, folder, dtype, window, args, tmp)
-                print(f"{name:<40} {dtype:<9} {r['clips']:>6} {alone:>10.3f} {r['end_to_end']:>10.3f} "
-                      f"{r['pipeline']:>8.3f} {r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} "
-                      f"{pct(r['steady_busy']):>6}", flush=True)  # fmt: skip
+                for nice in args.decoder_nice:
+                    os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
+                    r = pipeline(model_dir, folder, dtype, window, args, tmp)
+                    print(f"{name:<40} {dtype:<9} {nice:>4} {r['clips']:>6} {alone:>10.3f} {r['end_to_end']:>10.3f} "
+                          f"{r['pipeline']:>8.3f} {r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} "
+                          f"{pct(r['steady_busy']):>6}", flush=True)  # fmt: skip
         print(f"(clips/s; ratio = pipeline / model only, goal >= 0.90; load {load_text()})")
     sizes = [n for n in args.search_sizes if n > 0]
     if sizes:

@@ -34,6 +34,8 @@ __all__ = ["POLL_S", "DecodePool", "decoding_worker_process", "default_workers",
 
 # Seconds between checks that the workers (in the main process) or the main process (in a worker) are alive.
 POLL_S = 0.5
+# Scheduling niceness added to each decoding process (environment variable VIDEOPRISM_DECODER_NICE overrides it).
+DECODER_NICENESS = 0
 
 
 @contextlib.contextmanager
@@ -133,11 +135,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def _lower_priority() -> None:
+    """Makes this decoding process nicer by DECODER_NICENESS (or VIDEOPRISM_DECODER_NICE): where cores are few, the
+    model's threads, which wait for each other at every operation, then keep their cores and decoding takes the rest."""
+    text = os.environ.get("VIDEOPRISM_DECODER_NICE", "")
+    try:
+        increment = int(text) if text.strip() else DECODER_NICENESS
+    except ValueError:
+        increment = DECODER_NICENESS
+    if increment > 0 and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(min(increment, 19))
+
+
 def _worker_setup() -> Any:
     """Settings of every decoding process; returns a function that tells whether the parent is alive."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
     torch.set_num_threads(1)
+    _lower_priority()
     parent = mp.parent_process()
     return parent.is_alive if parent is not None else (lambda: True)
 
