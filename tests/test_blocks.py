@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from _checkpoints import save_tiny_clip_model
 
-from videoprism import VideoPrismClipModel, _blocks
-from videoprism.modeling import VideoPrismLayerNorm
+from videoprism import VideoPrismClipModel, _attention, _blocks
+from videoprism.modeling import VideoPrismAttention, VideoPrismLayerNorm
 
 
 def reference(norm, x):
@@ -47,6 +47,57 @@ def test_layernorm_under_inference_mode():
         norm = VideoPrismLayerNorm(8, 1e-6)
         x = torch.randn(3, 8)
         torch.testing.assert_close(norm(x), reference(norm, x), rtol=0, atol=0)
+
+
+def attention_reference(attention, x):
+    """The eager path (separate q/k/v projections, the reference attention), as a whole-tensor function."""
+    q, k, v = (attention._split(proj(x)) for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+    out, _ = _attention.reference_attention(q, k, v, None, attention.softcap, attention.head_dim**-0.5)
+    return attention.merge(out)
+
+
+def test_fused_qkv_is_built_once_and_follows_weight_updates():
+    attention = VideoPrismAttention(16, 2, softcap=50.0)
+    x = torch.randn(2, 5, 16)
+
+    def check():
+        torch.testing.assert_close(attention(x)[0], attention_reference(attention, x), rtol=0, atol=1e-6)
+
+    with torch.no_grad():
+        first = attention.fused_qkv()
+        assert attention.fused_qkv() is first  # built once, reused
+        check()
+        attention.k_proj.weight.mul_(2)  # an in-place update of any of the six tensors must not leave it stale
+        check()
+        attention.v_proj.bias.add_(1)
+        check()
+        assert attention.fused_qkv() is not first
+        attention.load_state_dict({**attention.state_dict(), "q_proj.weight": torch.randn(16, 16)})
+        check()
+        for _ in range(3):  # fresh storage each time (an allocator may hand back a freed address)
+            attention.q_proj.weight.data = torch.randn(16, 16)
+            check()
+    attention.to(torch.float64)
+    assert attention._qkv is None  # dropped on .to(), with the old weights it held
+    with torch.no_grad():
+        assert attention.fused_qkv()[0].dtype == torch.float64
+        x = x.double()
+        check()
+
+
+def test_fused_qkv_carries_gradients_when_training():
+    attention = VideoPrismAttention(16, 2, softcap=50.0)
+    attention(torch.randn(2, 5, 16))[0].square().sum().backward()
+    assert attention._qkv is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in attention.parameters())
+
+
+def test_fused_qkv_under_inference_mode():
+    with torch.inference_mode():
+        attention = VideoPrismAttention(16, 2, softcap=50.0)
+        x = torch.randn(2, 5, 16)
+        torch.testing.assert_close(attention(x)[0], attention_reference(attention, x), rtol=0, atol=1e-6)
+        assert attention._qkv is None
 
 
 @pytest.mark.parametrize("block_rows", [3, 40])
