@@ -39,6 +39,26 @@ def test_fast_paths_match_the_reference(fast, softcap):
     torch.testing.assert_close(out[1], v[1].mean(dim=-2, keepdim=True).expand_as(out[1]), rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap", [CAP, None])
+@pytest.mark.parametrize("budget", [120, 800, 2**24])  # 3 rows of 1 head; 2 heads; all at once
+def test_inference_overwrites_the_scores_with_the_same_arithmetic(monkeypatch, dtype, softcap, budget):
+    """Without autograd the probabilities overwrite the scores (and, in bf16, the bf16 scores' buffer): the result is
+    the out-of-place computation's, bit for bit."""
+    monkeypatch.setattr(_attention, "SCORE_CHUNK_BYTES", budget)
+    q, k, v = qkv(dtype=dtype)
+    allowed = key_mask()
+    q = q / (softcap or 1.0)
+    with torch.enable_grad():
+        out_of_place = chunked_attention(q, k, v, allowed, softcap)
+    with torch.no_grad():
+        out = chunked_attention(q, k, v, allowed, softcap)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, out_of_place, rtol=0, atol=0)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, expected(q * (softcap or 1.0), k, v, allowed, softcap), rtol=0, atol=6e-5)
+
+
 @pytest.mark.parametrize("budget", [1, 120, 800, 2400])  # 1 row; 3 rows of 1 head; 2 heads; 3 heads x 2 sequences
 def test_chunked_attention_splits_rows_heads_and_sequences(monkeypatch, budget):
     """Chunks of query rows, heads and sequences (ragged ends) give the same rows, with masks of every shape."""

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from _checkpoints import save_tiny_clip_model
 
-from videoprism import VideoPrismClipModel, _blocks, modeling
-from videoprism.modeling import VideoPrismLayerNorm
+from videoprism import VideoPrismClipModel, _attention, _blocks, modeling
+from videoprism.modeling import VideoPrismAttention, VideoPrismLayerNorm
 
 
 def reference(norm, x):
@@ -47,6 +47,76 @@ def test_layernorm_under_inference_mode():
         norm = VideoPrismLayerNorm(8, 1e-6)
         x = torch.randn(3, 8)
         torch.testing.assert_close(norm(x), reference(norm, x), rtol=0, atol=0)
+
+
+def attention_reference(attention, x):
+    """The eager path (separate q/k/v projections, the reference attention), as a whole-tensor function."""
+    q, k, v = (attention._split(proj(x)) for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+    out, _ = _attention.reference_attention(q, k, v, None, attention.softcap, attention.head_dim**-0.5)
+    return attention.merge(out)
+
+
+def test_fused_qkv_is_cached_only_where_asked():
+    """The text tower keeps its fused q/k/v weights (short inputs); the video towers rebuild them per call (their
+    weights would cost 3 D^2 per layer more memory for a negligible share of the time)."""
+    attention = VideoPrismAttention(16, 2, softcap=50.0)
+    with torch.no_grad():
+        assert attention.fused_qkv()[0] is not attention.fused_qkv()[0]
+    assert attention._qkv is None
+
+
+def test_text_tower_caches_its_fused_qkv(tmp_path):
+    model = VideoPrismClipModel.from_pretrained(save_tiny_clip_model(tmp_path)).eval()
+    assert all(layer.attention.cache_fused_qkv for layer in model.text_model.layers)
+    video_layers = [*model.video_model.vision_model.modules(), *model.video_model.auxiliary_layers.modules()]
+    assert not any(m.cache_fused_qkv for m in video_layers if isinstance(m, VideoPrismAttention))
+
+
+def test_fused_qkv_is_built_once_and_follows_weight_updates():
+    attention = VideoPrismAttention(16, 2, softcap=50.0)
+    attention.cache_fused_qkv = True
+    x = torch.randn(2, 5, 16)
+
+    def check():
+        torch.testing.assert_close(attention(x)[0], attention_reference(attention, x), rtol=0, atol=1e-6)
+
+    with torch.no_grad():
+        first = attention.fused_qkv()
+        assert attention.fused_qkv() is first  # built once, reused
+        check()
+        attention.k_proj.weight.mul_(2)  # an in-place update of any of the six tensors must not leave it stale
+        check()
+        attention.v_proj.bias.add_(1)
+        check()
+        assert attention.fused_qkv() is not first
+        attention.load_state_dict({**attention.state_dict(), "q_proj.weight": torch.randn(16, 16)})
+        check()
+        for _ in range(3):  # fresh storage each time (an allocator may hand back a freed address)
+            attention.q_proj.weight.data = torch.randn(16, 16)
+            check()
+    attention.to(torch.float64)
+    assert attention._qkv is None  # dropped on .to(), with the old weights it held
+    with torch.no_grad():
+        assert attention.fused_qkv()[0].dtype == torch.float64
+        x = x.double()
+        check()
+
+
+def test_fused_qkv_carries_gradients_when_training():
+    attention = VideoPrismAttention(16, 2, softcap=50.0)
+    attention.cache_fused_qkv = True
+    attention(torch.randn(2, 5, 16))[0].square().sum().backward()
+    assert attention._qkv is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in attention.parameters())
+
+
+def test_fused_qkv_under_inference_mode():
+    with torch.inference_mode():
+        attention = VideoPrismAttention(16, 2, softcap=50.0)
+        attention.cache_fused_qkv = True
+        x = torch.randn(2, 5, 16)
+        torch.testing.assert_close(attention(x)[0], attention_reference(attention, x), rtol=0, atol=1e-6)
+        assert attention._qkv is None
 
 
 @pytest.mark.parametrize("block_rows", [3, 40])

@@ -55,13 +55,21 @@ def query_rows(allowed: torch.Tensor | None, rows: slice, length: int) -> torch.
 def _fast_attend(q, k, v, allowed, softcap):
     """Same arithmetic in fewer passes: q arrives scaled by Dh**-0.5 / cap; cap and mask act in place on fp32."""
     inplace = not torch.is_grad_enabled()
-    scores = torch.matmul(q, k.transpose(-1, -2)).float()
+    raw = torch.matmul(q, k.transpose(-1, -2))
+    scores = raw.float()
     if softcap:
         scores = scores.tanh_().mul_(softcap) if inplace else torch.tanh(scores) * softcap
     if allowed is not None:
         fill = scores.masked_fill_ if inplace else scores.masked_fill
         scores = fill(~allowed, large_negative())
-    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+    if not inplace:
+        return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
+    # Without autograd the probabilities overwrite the scores, and in 16-bit types are rounded into the buffer of the
+    # 16-bit scores: no new buffer per chunk (the same values as the out-of-place ops, bit for bit).
+    probs = torch.softmax(scores, dim=-1, out=scores)
+    if probs.dtype != v.dtype:
+        probs = raw.copy_(probs) if raw.dtype == v.dtype else probs.to(v.dtype)
+    return torch.matmul(probs, v)
 
 
 def reference_attention(q, k, v, allowed=None, softcap=None, scale=1.0, output_attentions=False):

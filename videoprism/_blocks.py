@@ -1,7 +1,7 @@
 """CPU inference of a transformer layer block by block, and the glibc heap setting that keeps its memory reused.
 
 On CPU without autograd, a layer runs over blocks of about `BLOCK_ROWS` fp32 token rows (whole sequences; query rows
-for one sequence longer than a block), half as many in bf16/fp16. Every intermediate then stays a few MB and is
+for one sequence longer than a block), twice as many in bf16/fp16. Every intermediate then stays a few MB and is
 reused from the heap instead of coming as fresh pages from the kernel on every call. The arithmetic per row is the
 same as the whole-tensor path, so the results are bitwise identical.
 
@@ -55,8 +55,9 @@ def raise_heap_thresholds() -> None:
 
 
 def block_rows(x: torch.Tensor) -> int:
-    """Token rows per block for `x`'s dtype: BLOCK_ROWS in fp32, half as many in 16-bit types."""
-    return BLOCK_ROWS if x.element_size() >= 4 else max(1, BLOCK_ROWS // 2)
+    """Token rows per block for `x`'s dtype: BLOCK_ROWS in fp32, twice as many in 16-bit types (the same bytes per
+    16-bit row block as fp32 at 1.5x the rows' width, and oneDNN's bf16 GEMMs on AMX run faster on taller blocks)."""
+    return BLOCK_ROWS if x.element_size() >= 4 else 2 * BLOCK_ROWS
 
 
 def runs_blockwise(x: torch.Tensor) -> bool:

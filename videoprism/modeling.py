@@ -87,17 +87,48 @@ class VideoPrismAttention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
+        # Whether `fused_qkv` keeps its result: worth its memory (3 D^2 per layer) where inputs are short, as in the
+        # text tower, where rebuilding it would be a sizeable share of each call.
+        self.cache_fused_qkv = False
+        self._qkv: tuple | None = None  # (the q/k/v tensors' storages, their (address, dtype, device, version), fused)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One (3D, D) projection whose query rows carry Dh**-0.5 / cap, so no pass over q or the scores scales."""
+    def _build_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         q_scale = self.head_dim**-0.5 / (self.softcap or 1.0)
         weight = torch.cat([self.q_proj.weight * q_scale, self.k_proj.weight, self.v_proj.weight])
         if self.q_proj.bias is None:
             return weight, None
         return weight, torch.cat([self.q_proj.bias * q_scale, self.k_proj.bias, self.v_proj.bias])
+
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One (3D, D) projection whose query rows carry Dh**-0.5 / cap, so no pass over q or the scores scales.
+
+        With `cache_fused_qkv`, built once per version of the six q/k/v tensors (like `VideoPrismLayerNorm.scale`);
+        rebuilt where gradients or a compiled graph need it."""
+        if not self.cache_fused_qkv:
+            return self._build_qkv()
+        sources = [
+            p for proj in (self.q_proj, self.k_proj, self.v_proj) for p in (proj.weight, proj.bias) if p is not None
+        ]
+        if (
+            torch.compiler.is_compiling()
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in sources))
+            or any(torch.is_inference(p) for p in sources)  # no version counter to tell an in-place update
+        ):
+            return self._build_qkv()
+        # Holding the sources' storages keeps their addresses from being reused: same address, same data.
+        key = [(p.data_ptr(), p.dtype, p.device, p._version) for p in sources]
+        cached = self._qkv
+        if cached is None or cached[1] != key:
+            with torch.no_grad():
+                self._qkv = cached = ([p.detach() for p in sources], key, self._build_qkv())
+        return cached[2]
+
+    def _apply(self, *args, **kwargs):
+        self._qkv = None  # .to() / .cuda() / .half(): drop the fused copy (and the old weights it holds) now
+        return super()._apply(*args, **kwargs)
 
     def implementation(self, x: torch.Tensor) -> str:
         return self.attention_choice.kernel(x.device)
@@ -600,6 +631,8 @@ class VideoPrismTextModel(VideoPrismPreTrainedModel):
         self.layers = nn.ModuleList(
             VideoPrismLayer.from_config(config, self.attention_choice) for _ in range(config.num_hidden_layers)
         )
+        for layer in self.layers:  # a text query is a few tokens: rebuilding the fused q/k/v weight would dominate
+            layer.attention.cache_fused_qkv = True
         self.layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
         self.init_weights(config.initializer_range)
 
