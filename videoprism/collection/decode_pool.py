@@ -35,7 +35,7 @@ __all__ = ["POLL_S", "DecodePool", "decoding_worker_process", "default_workers",
 # Seconds between checks that the workers (in the main process) or the main process (in a worker) are alive.
 POLL_S = 0.5
 # Scheduling niceness added to each decoding process (environment variable VIDEOPRISM_DECODER_NICE overrides it; 0
-# keeps normal priority). Lowest priority: where cores are few the model's threads keep them and decoding takes the rest.
+# keeps normal priority). Lowest: where cores are few the model's threads keep them and decoding takes the rest.
 DECODER_NICENESS = 19
 
 
