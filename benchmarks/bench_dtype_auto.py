@@ -172,7 +172,7 @@ def main() -> None:
         texts = []
         for dtype in ("float32", args.compare):
             embedder, _ = load_video_embedder(model, device=args.device, dtype=dtype)
-            q = embed_text(embedder, model, QUERIES)
+            q = embed_text(embedder.model, model, QUERIES)
             texts.append(q / np.linalg.norm(q, axis=1, keepdims=True))
         compare("whole videos", stores["whole", "float32"], stores["whole", args.compare], tuple(texts), args.k)
         compare(f"windows of {args.window:g} s", stores["windows", "float32"], stores["windows", args.compare],
