@@ -47,9 +47,18 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a runner started in background passes SIGINT on ignored
+
+
 def start_cli(*args: str) -> subprocess.Popen:
+    """The CLI in a child process that takes Ctrl-C (SIGINT) as a user's terminal would deliver it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "videoprism.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "videoprism.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
 
 
