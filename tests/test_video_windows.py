@@ -11,9 +11,10 @@ import pytest
 from _videos import decode_all, frame_index_of, make_video
 
 from videoprism import _video_reader
-from videoprism.collection.clips import ClipSettings, video_clips
+from videoprism.collection.clips import ClipSettings, WindowPixels, clip_pixels, video_clips
 from videoprism.errors import EmbedSettingsError
 from videoprism.video_io import DecodedVideo, VideoDecodeError, read_video, read_window, read_windows, window_bounds
+from videoprism.video_processing import VideoPrismVideoProcessor
 
 # name -> make_video arguments
 VIDEOS = {
@@ -210,18 +211,49 @@ def test_bytes_source_and_arguments(make) -> None:
         next(read_windows(path.with_name("missing.mp4"), 4, 1.0))
 
 
-def test_video_clips_rows_match_lone_reads(make) -> None:
-    """The embed pipeline's windows: frame indices and pixels as when each window was read alone."""
+def test_video_clips_rows_match_lone_reads(make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embed pipeline's windows: frame indices and pixels as when each window was read and processed alone, with
+    each frame that consecutive overlapping windows share resized once."""
     path = str(make("vfr.mkv"))
+    processor = VideoPrismVideoProcessor(num_frames=4, size=24)
+    resized = []
+    put_frame = VideoPrismVideoProcessor._put_frame
 
-    def processor(video, return_tensors, do_sample_frames):
-        assert (return_tensors, do_sample_frames) == ("np", False)
-        return {"pixel_values_videos": video.frames[None].transpose(0, 1, 4, 2, 3).astype(np.float32) / 255}
+    def counting(self, out, frame, mode, where):
+        resized.append(np.asarray(frame).copy())
+        put_frame(self, out, frame, mode, where)
 
-    clips = list(video_clips(path, processor, ClipSettings({}, 4, 0.3, 0.2)))
+    monkeypatch.setattr(VideoPrismVideoProcessor, "_put_frame", counting)
+    clips = list(video_clips(path, processor, ClipSettings(processor.to_dict(), 4, 0.3, 0.2)))
+    monkeypatch.undo()
     expected = lone_reads(path, 4, 0.3, 0.2)
     assert len(clips) == len(expected)
+    shared = 0
+    previous: list[int] = []
     for (meta, pixels), ((start, end), video) in zip(clips, expected, strict=True):
         assert (meta["kind"], meta["start"], meta["end"], meta["video_rows"]) == ("window", start, end, len(clips) + 1)
         assert meta["frame_indices"] == video.indices.tolist()
-        np.testing.assert_array_equal(pixels, video.frames.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        np.testing.assert_array_equal(pixels, clip_pixels(processor, video))
+        shared += len(set(previous) & set(video.indices.tolist()))
+        previous = video.indices.tolist()
+    assert shared > 0  # the windows overlap: frames come again in the next window
+    assert len(resized) == 4 * len(clips) - shared
+
+
+def test_window_pixels_reuse_only_the_same_frame() -> None:
+    """A frame index the previous window had is reused only when its pixels are the same (a damaged stream read
+    window by window may decode another picture under the same index); the result always equals a fresh processing."""
+    processor = VideoPrismVideoProcessor(num_frames=3, size=8)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (6, 20, 30, 3), np.uint8)
+
+    def window(indices: list[int], pictures: np.ndarray) -> DecodedVideo:
+        return DecodedVideo(pictures, np.array(indices), np.array(indices) / 10, 10.0, 0.6, 6, "test")
+
+    first = window([0, 1, 2], frames[[0, 1, 2]])
+    changed = frames[[1, 2, 3]].copy()
+    changed[1, 0, 0, 0] ^= 1  # index 2 with another picture
+    second = window([1, 2, 3], changed)
+    pixels = WindowPixels(processor)
+    for video in (first, second, second):
+        np.testing.assert_array_equal(pixels(video), clip_pixels(processor, video))

@@ -19,7 +19,7 @@ from ..errors import EmbedSettingsError, VideoDecodeError
 from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_windows
 from .thumbnails import POSTERS_KEY, clip_posters
 
-__all__ = ["MAX_CLIP_BYTES", "ClipSettings", "clip_pixels", "error_text", "video_clips"]
+__all__ = ["MAX_CLIP_BYTES", "ClipSettings", "WindowPixels", "clip_pixels", "error_text", "video_clips"]
 
 #: Default bound on one clip's float32 pixels (the models' 16 x 288 x 288 clips take 16 MiB).
 MAX_CLIP_BYTES = 1 << 30
@@ -57,9 +57,41 @@ def error_text(err: BaseException) -> str:
     return str(err) if isinstance(err, VideoDecodeError) else f"{type(err).__name__}: {err}"
 
 
-def clip_pixels(processor: Any, video: DecodedVideo) -> np.ndarray:
-    """``(T, 3, H, W)`` float32 pixels of a decoded clip: its frames resized and rescaled, without resampling."""
-    return processor(video, return_tensors="np", do_sample_frames=False)["pixel_values_videos"][0]
+def clip_pixels(processor: Any, video: DecodedVideo | np.ndarray) -> np.ndarray:
+    """``(T, 3, H, W)`` float32 pixels of a decoded clip (or of ``(T, H, W, 3)`` frames): its frames resized and
+    rescaled, without resampling."""
+    out = processor(video, return_tensors="np", num_frames=len(video), do_sample_frames=False)
+    return out["pixel_values_videos"][0]
+
+
+class WindowPixels:
+    """Pixels of a video's windows, taken in order, with each decoded frame resized once.
+
+    Overlapping windows (``stride < window``) sample many of the same frames: a frame the previous window also
+    sampled (same index in the stream and same pixels) reuses its pre-processed copy. Exact: a frame's resize and
+    rescale depend on that frame alone. Holds the previous window's frames only.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self._previous: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stream index -> (decoded, pre-processed)
+
+    def __call__(self, video: DecodedVideo) -> np.ndarray:
+        indices = [int(i) for i in video.indices]
+        reused = {}
+        for t, index in enumerate(indices):
+            seen = self._previous.get(index)
+            if seen is not None and np.array_equal(seen[0], video.frames[t]):
+                reused[t] = seen[1]
+        todo = [t for t in range(len(indices)) if t not in reused]
+        fresh = clip_pixels(self.processor, video.frames[todo]) if todo else None
+        pixels = np.empty((len(indices), *(fresh[0] if todo else reused[0]).shape), np.float32)
+        if todo:
+            pixels[todo] = fresh
+        for t, frame in reused.items():
+            pixels[t] = frame
+        self._previous = {index: (video.frames[t], pixels[t]) for t, index in enumerate(indices)}
+        return pixels
 
 
 def _meta(video: DecodedVideo, kind: str, start: float | None, end: float | None, rows: int) -> dict[str, Any]:
@@ -96,9 +128,10 @@ def video_clips(
         yield row, clip_pixels(processor, video)
         return
     windows = read_windows(path, settings.num_frames, settings.window, settings.stride, settings.network_timeout)
+    window_pixels = WindowPixels(processor)
     for win in windows:
         row = _meta(win.video, "window", win.start, win.end, win.count + 1)
         if settings.posters:  # the middle window's poster also stands for the whole video
             kinds = ("window", "video") if win.position == win.count // 2 else ("window",)
             row[POSTERS_KEY] = clip_posters(win.video.frames, kinds)
-        yield row, clip_pixels(processor, win.video)
+        yield row, window_pixels(win.video)
