@@ -1,32 +1,65 @@
-"""Scheduling of the decoding processes."""
+"""Scheduling of the decoding processes and threads."""
 
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from videoprism.collection.decode_pool import DECODER_NICENESS
+from videoprism.collection import decode_pool, embed_videos
+from videoprism.collection.clips import ClipSettings
+from videoprism.collection.decode_pool import DECODER_NICENESS, DecodePool, decoder_niceness
+from videoprism.errors import EmbedSettingsError
+from videoprism.video_processing import _thread_pool
 
 SCRIPT = """
 import os
 from videoprism.collection import decode_pool
 before = os.nice(0)
-decode_pool._lower_priority()
+decode_pool._lower_priority(decode_pool.decoder_niceness())
 print(os.nice(0) - before)
 """
 
 
-@pytest.mark.parametrize(
-    "setting, added",
-    [("7", 7), ("0", 0), (None, DECODER_NICENESS), ("", DECODER_NICENESS), ("soon", DECODER_NICENESS), ("40", 19)],
-)
+@pytest.mark.parametrize("setting, added", [("7", 7), ("0", 0), (None, DECODER_NICENESS), (" ", DECODER_NICENESS)])
 def test_decoding_processes_take_the_niceness_asked_for(setting, added):
-    """VIDEOPRISM_DECODER_NICE (capped at 19; unset, empty or not a number: the default) is added to the niceness of
-    each decoding process, never to the process that runs the model."""
+    """VIDEOPRISM_DECODER_NICE (unset or blank: the default) is added to the niceness of each decoding process."""
     env = {k: v for k, v in os.environ.items() if k != "VIDEOPRISM_DECODER_NICE"}
     if setting is not None:
         env["VIDEOPRISM_DECODER_NICE"] = setting
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
     start = os.nice(0)
     assert int(done.stdout) == min(added, 19 - start)
+
+
+@pytest.mark.parametrize("setting", ["soon", "40", "-3", "2.5"])
+def test_invalid_decoder_niceness_is_refused_before_the_store_is_made(setting, monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOPRISM_DECODER_NICE", setting)
+    with pytest.raises(EmbedSettingsError, match=rf"VIDEOPRISM_DECODER_NICE='{setting}': use a whole number from 0"):
+        decoder_niceness()
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"not read")
+    with pytest.raises(EmbedSettingsError, match="VIDEOPRISM_DECODER_NICE"):
+        embed_videos(video, tmp_path / "store", tmp_path / "no-model-needed-yet")
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness is per thread on Linux only")
+def test_decoding_thread_runs_nicer_and_resizes_itself(monkeypatch):
+    """workers=0: the decoding thread lowers its own priority and resizes frames without the shared resize threads;
+    the thread that runs the model keeps its priority."""
+    monkeypatch.setenv("VIDEOPRISM_DECODER_NICE", "5")
+    seen = {}
+
+    def fake_clips(path, processor, settings):
+        seen["nice"], seen["pool"] = os.nice(0), _thread_pool()
+        yield {"kind": "clip"}, np.zeros(1, np.float32)
+
+    monkeypatch.setattr(decode_pool, "video_clips", fake_clips)
+    before = os.nice(0)
+    with DecodePool(["a.mp4"], ClipSettings({}, 1, None, None), 0, 2) as pool:
+        kinds = [event[0] for event in pool.events()]
+    assert kinds == ["clip", "done"]
+    assert seen == {"nice": min(before + 5, 19), "pool": None}
+    assert os.nice(0) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -357,15 +358,25 @@ class VideoPrismVideoProcessor:
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, workers, pool)
+_RESIZE_HERE = threading.local()  # `resize_in_this_thread` sets ``on`` in the threads it marks
+
+
+def resize_in_this_thread() -> None:
+    """Makes the calling thread resize its frames itself, not in the shared resize threads: a decoding thread that
+    runs at low priority beside the model keeps all its work at that priority."""
+    _RESIZE_HERE.on = True
 
 
 def _thread_pool() -> ThreadPoolExecutor | None:
-    """Threads for the per-frame resizes (PIL releases the GIL while resizing); None when torch uses one thread.
+    """Threads for the per-frame resizes (PIL releases the GIL while resizing); None when torch uses one thread, or
+    in a thread marked by `resize_in_this_thread`.
 
     torch.get_num_threads() is 1 inside DataLoader workers, so workers stay single-threaded. The pool is made
     again after a fork, whose child would inherit a pool without threads.
     """
     global _POOL
+    if getattr(_RESIZE_HERE, "on", False):
+        return None
     workers = min(4, torch.get_num_threads(), os.cpu_count() or 1)
     if workers < 2:
         return None

@@ -30,12 +30,19 @@ import torch
 from ..errors import DecodingWorkerError, EmbedSettingsError
 from .clips import ClipSettings, error_text, video_clips
 
-__all__ = ["POLL_S", "DecodePool", "decoding_worker_process", "default_workers", "one_thread_children"]
+__all__ = [
+    "POLL_S",
+    "DecodePool",
+    "decoder_niceness",
+    "decoding_worker_process",
+    "default_workers",
+    "one_thread_children",
+]
 
 # Seconds between checks that the workers (in the main process) or the main process (in a worker) are alive.
 POLL_S = 0.5
-# Scheduling niceness added to each decoding process (environment variable VIDEOPRISM_DECODER_NICE overrides it; 0
-# keeps normal priority). Lowest: where cores are few the model's threads keep them and decoding takes the rest.
+# Scheduling niceness added to each decoding process or thread (environment variable VIDEOPRISM_DECODER_NICE overrides
+# it; 0 keeps normal priority). Lowest: where cores are few the model's threads keep them and decoding takes the rest.
 DECODER_NICENESS = 19
 
 
@@ -136,32 +143,50 @@ def _die_with_parent() -> None:
         pass
 
 
-def _lower_priority() -> None:
-    """Makes this decoding process nicer by DECODER_NICENESS (or VIDEOPRISM_DECODER_NICE): where cores are few, the
-    model's threads, which wait for each other at every operation, then keep their cores and decoding takes the rest."""
-    text = os.environ.get("VIDEOPRISM_DECODER_NICE", "")
+def decoder_niceness() -> int:
+    """The niceness added to decoding processes and threads: VIDEOPRISM_DECODER_NICE (0 to 19), else DECODER_NICENESS.
+
+    Raises:
+        EmbedSettingsError: VIDEOPRISM_DECODER_NICE is set to something else than a whole number from 0 to 19.
+    """
+    text = os.environ.get("VIDEOPRISM_DECODER_NICE", "").strip()
+    if not text:
+        return DECODER_NICENESS
     try:
-        increment = int(text) if text.strip() else DECODER_NICENESS
+        value = int(text)
     except ValueError:
-        increment = DECODER_NICENESS
+        value = -1
+    if not 0 <= value <= 19:
+        raise EmbedSettingsError(
+            f"VIDEOPRISM_DECODER_NICE={text!r}: use a whole number from 0 (decoding at the model's priority) to 19 "
+            f"(the lowest), or unset it for the default ({DECODER_NICENESS})"
+        )
+    return value
+
+
+def _lower_priority(increment: int) -> None:
+    """Makes the calling decoding process (or, on Linux, thread: niceness is per thread there, and the threads it
+    starts later inherit it) nicer by ``increment``: where cores are few, the model's threads, which wait for each
+    other at every operation, then keep their cores and decoding takes the rest."""
     if increment > 0 and hasattr(os, "nice"):
         with contextlib.suppress(OSError):
-            os.nice(min(increment, 19))
+            os.nice(increment)
 
 
-def _worker_setup() -> Any:
+def _worker_setup(niceness: int) -> Any:
     """Settings of every decoding process; returns a function that tells whether the parent is alive."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
     torch.set_num_threads(1)
-    _lower_priority()
+    _lower_priority(niceness)
     parent = mp.parent_process()
     return parent.is_alive if parent is not None else (lambda: True)
 
 
-def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, wid: int) -> None:
-    """Entry point of a decoding process fed through queues: ``(index, path)`` tasks in, events out."""
-    alive = _worker_setup()
+def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, wid: int, niceness: int) -> None:
+    """Entry point of a decoding process fed through queues: ``(index, path)`` tasks in, events out; ``niceness`` is
+    added to its scheduling niceness."""
+    alive = _worker_setup(niceness)
     try:
         _decode_loop(*_queue_io(task_q, result_q, alive), settings, wid, capture=True)
     finally:
@@ -169,13 +194,15 @@ def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, 
             result_q.cancel_join_thread()  # nobody reads any more: do not block exit flushing the pipe
 
 
-def _pipe_worker_process(task_conn: Connection, result_conn: Connection, settings: ClipSettings, wid: int) -> None:
+def _pipe_worker_process(
+    task_conn: Connection, result_conn: Connection, settings: ClipSettings, wid: int, niceness: int
+) -> None:
     """Entry point of a `DecodePool` process: tasks and events travel through pipes of its own.
 
     A pipe has one writer, so when the process dies mid-message its reader gets end-of-file instead of waiting for
     the rest (a shared queue's reader would block for ever).
     """
-    alive = _worker_setup()
+    alive = _worker_setup(niceness)
 
     def get_task() -> tuple | None:
         while not task_conn.poll(POLL_S):
@@ -245,6 +272,12 @@ class DecodePool:
         settings: Clip settings.
         workers: Worker processes; 0 decodes in one thread of this process.
         queue_size: Clips that may wait in the queue when decoding in a thread (the memory bound).
+
+    Decoding processes (and, on Linux, the decoding thread, with every thread it starts) run at a lower priority
+    (`decoder_niceness`), and the decoding thread resizes frames itself, so decoding takes what the model leaves.
+
+    Raises:
+        EmbedSettingsError: VIDEOPRISM_DECODER_NICE is invalid (see `decoder_niceness`).
     """
 
     def __init__(self, paths: Sequence[str | tuple], settings: ClipSettings, workers: int, queue_size: int) -> None:
@@ -253,6 +286,7 @@ class DecodePool:
         self.threaded = workers == 0
         self.num_workers = max(1, workers)
         self.queue_size = queue_size
+        self.niceness = decoder_niceness()
         self._stop = threading.Event()
         self.workers: dict[int, _Worker] = {}
         self._next_wid = 0
@@ -310,7 +344,7 @@ class DecodePool:
         task_q.put(None)
         io = _queue_io(task_q, result_q, lambda: not self._stop.is_set())
         thread = threading.Thread(
-            target=_decode_loop, args=(*io, self.settings, 0, True), daemon=True, name="videoprism-decode-0"
+            target=self._decoding_thread, args=(*io, self.settings), daemon=True, name="videoprism-decode-0"
         )
         thread.start()
         finished = 0
@@ -327,6 +361,15 @@ class DecodePool:
                 finished += 1
                 yield ("done", idx) if kind == "done" else ("fail", idx, msg[3])
 
+    def _decoding_thread(self, get_task: Any, put: Any, settings: ClipSettings) -> None:
+        """`_decode_loop` in a thread of this process, at lower priority where niceness is per thread (Linux)."""
+        from ..video_processing import resize_in_this_thread
+
+        if sys.platform.startswith("linux"):
+            _lower_priority(self.niceness)
+        resize_in_this_thread()
+        _decode_loop(get_task, put, settings, 0, True)
+
     def _start_worker(self) -> None:
         wid = self._next_wid
         self._next_wid += 1
@@ -334,7 +377,7 @@ class DecodePool:
         result_recv, result_send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_pipe_worker_process,
-            args=(task_recv, result_send, self.settings, wid),
+            args=(task_recv, result_send, self.settings, wid, self.niceness),
             daemon=True,
             name=f"videoprism-decode-{wid}",
         )

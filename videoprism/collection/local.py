@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._sources import resolve_source
 from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
@@ -29,7 +28,6 @@ from .decode_pool import DecodePool, default_workers
 from .embedder import (
     DEFAULT_MODEL,
     VideoEmbedder,
-    load_processor,
     load_video_embedder,
     require_finite,
     resolve_device,
@@ -41,9 +39,9 @@ from .pipeline import (
     add_clip,
     add_warning,
     check_settings,
-    checked_inputs,
     failure_row,
     plan_videos,
+    start_run,
     store_record,
     write_clip_rows,
 )
@@ -125,24 +123,11 @@ def embed_videos(
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
     resolve_device(device)  # an unusable device fails before any work
-    skipped_media: list[str] = []
-    paths = checked_inputs(inputs, window, stride, skipped_media)
-
-    source = resolve_source(model)  # once: the processor, the model and the store's model id all use it
-    model_id = source.model_id
     store = os.fspath(store)
-    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths), skipped_media=skipped_media)
-    processor = load_processor(source, num_frames)
-    # Before the store is touched: settings that cannot work abort the run, never fail each video.
-    settings = ClipSettings(
-        processor.to_dict(),
-        processor.num_frames,
-        window,
-        stride,
-        posters=thumbnails,
-        network_timeout=network_timeout,
-        max_clip_bytes=max_clip_bytes,
-    )
+    run = start_run(inputs, store, model, num_frames, window, stride, posters=thumbnails,
+                    network_timeout=network_timeout, max_clip_bytes=max_clip_bytes)  # fmt: skip
+    source, summary, processor, settings = run.source, run.summary, run.processor, run.settings
+    model_id = source.model_id
     embedder = None
     existed = (Path(store) / MANIFEST_NAME).is_file()
     if existed:
@@ -154,7 +139,7 @@ def embed_videos(
     with writer:
         if existed:  # even when there is nothing to do: a re-run with other settings must not look like a success
             check_settings(writer, processor.num_frames, window, stride)
-        keys, failures = plan_videos(paths, writer, retry_failed, summary)
+        keys, failures = plan_videos(run.paths, writer, retry_failed, summary)
         if failures:
             writer.write_failures(failures)
         if keys:

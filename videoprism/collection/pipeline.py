@@ -16,24 +16,29 @@ from typing import Any
 
 import numpy as np
 
+from .._sources import ModelSource, resolve_source
 from .._text import printable
 from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..store import EmbeddingStore
 from ..video_io import window_bounds
+from .clips import ClipSettings
+from .decode_pool import decoder_niceness
+from .embedder import load_processor
 from .inputs import VIDEO_EXTENSIONS, expand_inputs, resume_key
 from .progress import Progress
 
 __all__ = [
     "EmbedSummary",
+    "RunStart",
     "VideoKey",
     "VideoState",
     "add_clip",
     "add_warning",
     "check_settings",
-    "checked_inputs",
     "failure_message",
     "failure_row",
     "plan_videos",
+    "start_run",
     "store_record",
     "write_clip_rows",
 ]
@@ -210,24 +215,59 @@ def write_clip_rows(
             writer.write_batch(pooled_records, np.stack(pooled))
 
 
-def checked_inputs(
+@dataclass
+class RunStart:
+    """What a run knows before it touches the store: its videos, model, summary, video processor and clip settings."""
+
+    paths: list[str]
+    source: ModelSource
+    summary: EmbedSummary
+    processor: Any
+    settings: ClipSettings
+
+
+def start_run(
     inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    store: str,
+    model: str | os.PathLike[str],
+    num_frames: int | None,
     window: float | None,
     stride: float | None,
-    skipped: list[str] | None = None,
-) -> list[str]:
-    """The expanded video paths, after the window settings both engines share are validated; files of scanned folders
-    with other media extensions are appended to ``skipped`` (see `expand_inputs`)."""
+    *,
+    posters: bool,
+    network_timeout: float,
+    max_clip_bytes: int,
+) -> RunStart:
+    """Validates a run's window settings, expands its inputs, resolves its model once (the processor, the model and
+    the store's model id all use it) and makes its clip settings: settings that cannot work abort the run here,
+    before the store is touched, and never fail each video.
+
+    Files of scanned folders with other media extensions go to the summary's ``skipped_media`` (see `expand_inputs`).
+    """
     if stride is not None and window is None:
         raise EmbedSettingsError("stride needs window: pass window=SECONDS too")
     if window is not None:
         window_bounds(1.0, window, stride)  # validates both
+    decoder_niceness()  # validates VIDEOPRISM_DECODER_NICE
+    skipped: list[str] = []
     paths = expand_inputs(inputs, skipped)
     if not paths:
         raise NoVideosFoundError(
             f"no video files found in {inputs!r}; extensions looked for: {sorted(VIDEO_EXTENSIONS)}"
         )
-    return paths
+    source = resolve_source(model)
+    summary = EmbedSummary(store=store, model_id=source.model_id, videos=len(paths), skipped_media=skipped)
+    processor = load_processor(source, num_frames)
+    settings = ClipSettings(
+        processor.to_dict(),
+        processor.num_frames,
+        window,
+        stride,
+        posters=posters,
+        network_timeout=network_timeout,
+        max_clip_bytes=max_clip_bytes,
+    )
+    return RunStart(paths, source, summary, processor, settings)
 
 
 def check_settings(writer: EmbeddingStore, num_frames: int, window: float | None, stride: float | None) -> None:

@@ -54,13 +54,13 @@ from typing import Any
 
 import numpy as np
 
-from .._sources import ModelSource, resolve_source
+from .._sources import ModelSource
 from ..errors import EmbedSettingsError, RayNotInstalledError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
 from .clips import MAX_CLIP_BYTES, ClipSettings
-from .decode_pool import POLL_S, decoding_worker_process, one_thread_children
-from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, resolve_dtype
+from .decode_pool import POLL_S, decoder_niceness, decoding_worker_process, one_thread_children
+from .embedder import DEFAULT_MODEL, load_video_embedder, resolve_dtype
 from .pipeline import (
     EmbedSummary,
     VideoKey,
@@ -68,9 +68,9 @@ from .pipeline import (
     add_clip,
     add_warning,
     check_settings,
-    checked_inputs,
     failure_row,
     plan_videos,
+    start_run,
     store_record,
     write_clip_rows,
 )
@@ -120,7 +120,7 @@ class _IsolatedDecoder:
         ctx = mp.get_context("spawn")
         self.task_q = ctx.Queue()
         self.result_q = ctx.Queue(maxsize=_QUEUED_CLIPS)
-        args = (self.task_q, self.result_q, self.settings, 0)
+        args = (self.task_q, self.result_q, self.settings, 0, decoder_niceness())
         self.proc = ctx.Process(target=decoding_worker_process, args=args, daemon=True, name="videoprism-decode")
         with one_thread_children():
             self.proc.start()
@@ -395,27 +395,15 @@ def embed_videos_ray(
             f"device={device!r} needs GPUs in the inference actors: pass num_gpus_per_worker=1 (--num-gpus-per-worker)"
         )
     resolve_dtype(dtype)  # fail here rather than in every actor
-    skipped_media: list[str] = []
-    paths = checked_inputs(inputs, window, stride, skipped_media)
-
-    source = resolve_source(model)  # once: the processor, the actors' model and the store's model id all use it
-    model_id = source.model_id
     store = os.fspath(store)
-    summary = EmbedSummary(store=store, model_id=model_id, videos=len(paths), skipped_media=skipped_media)
-    processor = load_processor(source, num_frames)
-    # Before the store is touched: settings that cannot work abort the run, never fail each video.
-    settings = ClipSettings(
-        processor.to_dict(),
-        processor.num_frames,
-        window,
-        stride,
-        network_timeout=network_timeout,
-        max_clip_bytes=max_clip_bytes,
-    )
+    run = start_run(inputs, store, model, num_frames, window, stride, posters=False,
+                    network_timeout=network_timeout, max_clip_bytes=max_clip_bytes)  # fmt: skip
+    source, summary, processor, settings = run.source, run.summary, run.processor, run.settings
+    model_id = source.model_id
     with _LazyWriter(store, model_id) as lazy:
         if lazy.writer is not None:
             check_settings(lazy.writer, processor.num_frames, window, stride)
-        keys, failures = plan_videos(paths, lazy.writer, retry_failed, summary)
+        keys, failures = plan_videos(run.paths, lazy.writer, retry_failed, summary)
         if failures:
             lazy.write_failures(failures)
         if keys:
