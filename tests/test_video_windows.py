@@ -13,7 +13,15 @@ from _videos import decode_all, frame_index_of, make_video
 from videoprism import _video_reader
 from videoprism.collection.clips import ClipSettings, WindowPixels, clip_pixels, video_clips
 from videoprism.errors import EmbedSettingsError
-from videoprism.video_io import DecodedVideo, VideoDecodeError, read_video, read_window, read_windows, window_bounds
+from videoprism.video_io import (
+    DecodedVideo,
+    VideoDecodeError,
+    VideoWindow,
+    read_video,
+    read_window,
+    read_windows,
+    window_bounds,
+)
 from videoprism.video_processing import VideoPrismVideoProcessor
 
 # name -> make_video arguments
@@ -240,20 +248,31 @@ def test_video_clips_rows_match_lone_reads(make, monkeypatch: pytest.MonkeyPatch
     assert len(resized) == 4 * len(clips) - shared
 
 
-def test_window_pixels_reuse_only_the_same_frame() -> None:
-    """A frame index the previous window had is reused only when its pixels are the same (a damaged stream read
-    window by window may decode another picture under the same index); the result always equals a fresh processing."""
+def test_window_pixels_reuse_only_frames_of_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame index the previous window had is reused only when both windows come from the one decoding pass; a
+    window read alone (a damaged stream) may hold another picture under the same index, and is processed afresh."""
     processor = VideoPrismVideoProcessor(num_frames=3, size=8)
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (6, 20, 30, 3), np.uint8)
+    frames = np.random.default_rng(0).integers(0, 256, (6, 20, 30, 3), np.uint8)
+    changed = frames.copy()
+    changed[2, 0, 0, 0] ^= 1  # index 2 with another picture
 
-    def window(indices: list[int], pictures: np.ndarray) -> DecodedVideo:
-        return DecodedVideo(pictures, np.array(indices), np.array(indices) / 10, 10.0, 0.6, 6, "test")
+    def window(indices: list[int], pictures: np.ndarray, one_pass: bool) -> VideoWindow:
+        index = np.array(indices)
+        video = DecodedVideo(pictures[index], index, index / 10, 10.0, 0.6, 6, "test")
+        return VideoWindow(0.0, 0.3, 0, 3, video, one_pass=one_pass)
 
-    first = window([0, 1, 2], frames[[0, 1, 2]])
-    changed = frames[[1, 2, 3]].copy()
-    changed[1, 0, 0, 0] ^= 1  # index 2 with another picture
-    second = window([1, 2, 3], changed)
+    windows = [
+        (window([0, 1, 2], frames, True), 3),
+        (window([1, 2, 3], frames, True), 1),  # one pass: 1 and 2 reused
+        (window([2, 3, 4], changed, False), 3),  # read alone: nothing reused
+        (window([3, 4, 5], frames, True), 3),  # after a lone read: nothing to reuse
+    ]
+    expected = [clip_pixels(processor, win.video) for win, _ in windows]
+    resizes = []
+    put_frame = VideoPrismVideoProcessor._put_frame
+    monkeypatch.setattr(VideoPrismVideoProcessor, "_put_frame", lambda *a: resizes.append(1) or put_frame(*a))
     pixels = WindowPixels(processor)
-    for video in (first, second, second):
-        np.testing.assert_array_equal(pixels(video), clip_pixels(processor, video))
+    for (win, resized), want in zip(windows, expected, strict=True):
+        resizes.clear()
+        np.testing.assert_array_equal(pixels(win), want)
+        assert len(resizes) == resized

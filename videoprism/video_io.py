@@ -293,6 +293,9 @@ class VideoWindow:
         position: Where the window comes among the video's windows (0 for the first).
         count: How many windows the video has.
         video: The frames sampled in the window.
+        one_pass: Whether the window came from the one decoding pass, where a frame index that two windows share
+            holds the same picture in both; False for a window read alone (after a damaged stream: decoding again
+            from another point may give another picture).
     """
 
     start: float
@@ -300,6 +303,7 @@ class VideoWindow:
     position: int
     count: int
     video: DecodedVideo
+    one_pass: bool = False
 
 
 def read_windows(
@@ -350,7 +354,7 @@ def read_windows(
             plans = [_window_indices(reader, num_frames, k, bounds[k], window) for k in range(len(bounds))]
             try:
                 for video in _one_pass(reader, plans):
-                    yield VideoWindow(*bounds[done], done, len(bounds), video)
+                    yield VideoWindow(*bounds[done], done, len(bounds), video, one_pass=True)
                     done += 1
             except DecodeTrouble:
                 pass  # the windows not yet yielded are read one by one below

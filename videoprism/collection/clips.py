@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedSettingsError, VideoDecodeError
-from ..video_io import URL_TIMEOUT_S, DecodedVideo, read_video, read_windows
+from ..video_io import URL_TIMEOUT_S, DecodedVideo, VideoWindow, read_video, read_windows
 from .thumbnails import POSTERS_KEY, clip_posters
 
 __all__ = ["MAX_CLIP_BYTES", "ClipSettings", "WindowPixels", "clip_pixels", "error_text", "video_clips"]
@@ -67,30 +67,28 @@ def clip_pixels(processor: Any, video: DecodedVideo | np.ndarray) -> np.ndarray:
 class WindowPixels:
     """Pixels of a video's windows, taken in order, with each decoded frame resized once.
 
-    Overlapping windows (``stride < window``) sample many of the same frames: a frame the previous window also
-    sampled (same index in the stream and same pixels) reuses its pre-processed copy. Exact: a frame's resize and
-    rescale depend on that frame alone. Holds the previous window's frames only.
+    Overlapping windows (``stride < window``) sample many of the same frames: a frame that the previous window of
+    the same decoding pass also sampled (`VideoWindow.one_pass`: same index, same picture) reuses its pre-processed
+    copy. Exact: a frame's resize and rescale depend on that frame alone. Holds the previous window's pixels only.
     """
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
-        self._previous: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # stream index -> (decoded, pre-processed)
+        self._previous: dict[int, np.ndarray] = {}  # stream index -> pre-processed frame, of the previous window
 
-    def __call__(self, video: DecodedVideo) -> np.ndarray:
+    def __call__(self, window: VideoWindow) -> np.ndarray:
+        video = window.video
         indices = [int(i) for i in video.indices]
-        reused = {}
-        for t, index in enumerate(indices):
-            seen = self._previous.get(index)
-            if seen is not None and np.array_equal(seen[0], video.frames[t]):
-                reused[t] = seen[1]
-        todo = [t for t in range(len(indices)) if t not in reused]
+        previous = self._previous if window.one_pass else {}
+        todo = [t for t, index in enumerate(indices) if index not in previous]
         fresh = clip_pixels(self.processor, video.frames[todo]) if todo else None
-        pixels = np.empty((len(indices), *(fresh[0] if todo else reused[0]).shape), np.float32)
+        pixels = np.empty((len(indices), *(fresh[0] if todo else previous[indices[0]]).shape), np.float32)
         if todo:
             pixels[todo] = fresh
-        for t, frame in reused.items():
-            pixels[t] = frame
-        self._previous = {index: (video.frames[t], pixels[t]) for t, index in enumerate(indices)}
+        for t, index in enumerate(indices):
+            if index in previous:
+                pixels[t] = previous[index]
+        self._previous = {index: pixels[t] for t, index in enumerate(indices)} if window.one_pass else {}
         return pixels
 
 
@@ -134,4 +132,4 @@ def video_clips(
         if settings.posters:  # the middle window's poster also stands for the whole video
             kinds = ("window", "video") if win.position == win.count // 2 else ("window",)
             row[POSTERS_KEY] = clip_posters(win.video.frames, kinds)
-        yield row, window_pixels(win.video)
+        yield row, window_pixels(win)
