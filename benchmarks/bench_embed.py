@@ -58,7 +58,7 @@ from _videos import make_video  # noqa: E402
 from videoprism import PRESETS, VideoPrismClipModel, _video_reader  # noqa: E402
 from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder  # noqa: E402
 from videoprism.collection.clips import clip_pixels  # noqa: E402
-from videoprism.collection.decode_pool import default_workers  # noqa: E402
+from videoprism.collection.decode_pool import DECODER_NICENESS, default_workers  # noqa: E402
 from videoprism.video_io import read_video, read_window, read_windows, window_bounds  # noqa: E402
 from videoprism.video_processing import VideoPrismVideoProcessor  # noqa: E402
 
@@ -275,7 +275,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed model-only batches")
     parser.add_argument("--tiny", action="store_true", help="a toy model instead of LvT-B (checks the script runs)")
     parser.add_argument(
-        "--decoder-nice", type=int, nargs="+", default=[0], help="decoding processes' niceness (several: one run each)"
+        "--decoder-nice",
+        type=int,
+        nargs="+",
+        default=[DECODER_NICENESS],
+        help="decoding processes' niceness (several: one run each; default: embed's)",
     )
     parser.add_argument("--no-decode-only", action="store_true", help="skip the old/new window decoding comparison")
     parser.add_argument("--search-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
