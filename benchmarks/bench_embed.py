@@ -18,7 +18,9 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
   every clip has the same shape);
 * per set: `embed_videos` into a fresh store (decoding in worker processes, inference, store writes, compaction):
   clips/s end to end and its ratio to model only, and the model-busy fraction: time the model spent computing over
-  the pipeline's wall time (and over its steady state, from the first batch on);
+  the pipeline's wall time (and over its steady state, from the first batch on); per ``--decoding`` mode (``auto``:
+  embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside the model) and
+  ``--decoder-nice`` niceness;
 * ``decode only`` (windowed sets): every window of every video decoded the old way (one `read_window` per window,
   each reopening and rescanning the file) and in one pass (`read_windows`), frames counted and checked equal.
 
@@ -33,6 +35,7 @@ latency (``--search-sizes``, 0 to skip). Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import shutil
@@ -56,7 +59,7 @@ from _checkpoints import save_tiny_clip_model  # noqa: E402
 from _videos import make_video  # noqa: E402
 
 from videoprism import PRESETS, VideoPrismClipModel, _video_reader  # noqa: E402
-from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder  # noqa: E402
+from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder, local  # noqa: E402
 from videoprism.collection.clips import clip_pixels  # noqa: E402
 from videoprism.collection.decode_pool import DECODER_NICENESS, default_workers  # noqa: E402
 from videoprism.video_io import read_video, read_window, read_windows, window_bounds  # noqa: E402
@@ -281,6 +284,14 @@ def main() -> None:
         default=[DECODER_NICENESS],
         help="decoding processes' niceness (several: one run each; default: embed's)",
     )
+    parser.add_argument(
+        "--decoding",
+        nargs="+",
+        choices=["auto", "overlap"],
+        default=["auto"],
+        help="auto: embed's choice (decoding processes stopped while the model computes on every core); overlap: "
+        "decoding always runs beside the model (several: one run each)",
+    )
     parser.add_argument("--no-decode-only", action="store_true", help="skip the old/new window decoding comparison")
     parser.add_argument("--search-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
@@ -325,19 +336,22 @@ def main() -> None:
         workers = args.workers if args.workers is not None else f"default ({default_workers(8)} for 8+ videos)"
         print(f"\n# embed: model {model}, batch {args.batch_size}, decoding workers {workers}")
         print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on)")
-        print(f"{'set':<40} {'dtype':<9} {'nice':>4} {'clips':>6} {'model only':>10} {'end to end':>10} "
-              f"{'pipeline':>8} {'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
+        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'clips':>6} {'model only':>10} "
+              f"{'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
+        between = local.decode_between_batches
         for dtype in args.dtypes:
             embedder, processor = load_video_embedder(model_dir, device=args.device, dtype=dtype)
             alone = model_only(embedder, processor, probe, args.batch_size, args.repeats)
             del embedder
             for name, (folder, window) in sets.items():
-                for nice in args.decoder_nice:
+                for mode, nice in itertools.product(args.decoding, args.decoder_nice):
                     os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
+                    local.decode_between_batches = between if mode == "auto" else (lambda device: False)
                     r = pipeline(model_dir, folder, dtype, window, args, tmp)
-                    print(f"{name:<40} {dtype:<9} {nice:>4} {r['clips']:>6} {alone:>10.3f} {r['end_to_end']:>10.3f} "
-                          f"{r['pipeline']:>8.3f} {r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} "
-                          f"{pct(r['steady_busy']):>6}", flush=True)  # fmt: skip
+                    local.decode_between_batches = between
+                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {r['clips']:>6} {alone:>10.3f} "
+                          f"{r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} {r['pipeline'] / alone:>5.2f} "
+                          f"{pct(r['busy']):>5} {pct(r['steady_busy']):>6}", flush=True)  # fmt: skip
         print(f"(clips/s; ratio = pipeline / model only, goal >= 0.90; load {load_text()})")
     sizes = [n for n in args.search_sizes if n > 0]
     if sizes:

@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from _videos import make_video
 
 from videoprism.collection import decode_pool, embed_videos
 from videoprism.collection.clips import ClipSettings
 from videoprism.collection.decode_pool import DECODER_NICENESS, DecodePool, decoder_niceness
 from videoprism.errors import EmbedSettingsError
-from videoprism.video_processing import _thread_pool
+from videoprism.video_processing import VideoPrismVideoProcessor, _thread_pool
 
 SCRIPT = """
 import os
@@ -63,3 +65,42 @@ def test_decoding_thread_runs_nicer_and_resizes_itself(monkeypatch):
     assert kinds == ["clip", "done"]
     assert seen == {"nice": min(before + 5, 19), "pool": None}
     assert os.nice(0) == before
+
+
+def _state(pid: int) -> str:
+    """The scheduler state letter of a process: "T" when stopped."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+def test_decoding_between_batches_only_where_the_model_takes_every_core(monkeypatch):
+    monkeypatch.setattr(decode_pool, "_CAN_PAUSE", True)
+    monkeypatch.setattr(decode_pool, "_cpus", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert decode_pool.decode_between_batches(torch.device("cpu"))
+    assert not decode_pool.decode_between_batches(torch.device("cuda"))  # the CPU is free while the GPU computes
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert not decode_pool.decode_between_batches(torch.device("cpu"))  # a core to spare
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
+def test_paused_workers_are_stopped_and_resume(tmp_path):
+    """`pause` stops the decoding processes, `resume` lets them go on, and closing a paused pool ends them; the clips
+    are all there. A pausable pool's workers resize on their share of the cores."""
+    paths = [str(make_video(tmp_path / f"{i}.mp4", num_frames=8)) for i in range(3)]
+    settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, None, None)
+    with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
+        assert pool.worker_threads == max(1, decode_pool._cpus())
+        events = pool.events()
+        kinds = [next(events)[0]]
+        (worker,) = pool.workers.values()
+        pool.pause()
+        assert _state(worker.proc.pid) == "T"
+        pool.resume()
+        assert _state(worker.proc.pid) != "T"
+        kinds += [event[0] for event in events]
+        assert kinds.count("clip") == 3 and kinds.count("done") == 3
+    with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
+        next(pool.events())
+        (worker,) = pool.workers.values()
+        pool.pause()
+    assert worker.proc.exitcode is not None  # closed while stopped: resumed, then ended

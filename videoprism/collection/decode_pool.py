@@ -33,6 +33,7 @@ from .clips import ClipSettings, error_text, video_clips
 __all__ = [
     "POLL_S",
     "DecodePool",
+    "decode_between_batches",
     "decoder_niceness",
     "decoding_worker_process",
     "default_workers",
@@ -173,11 +174,12 @@ def _lower_priority(increment: int) -> None:
             os.nice(increment)
 
 
-def _worker_setup(niceness: int) -> Any:
-    """Settings of every decoding process; returns a function that tells whether the parent is alive."""
+def _worker_setup(niceness: int, threads: int = 1) -> Any:
+    """Settings of every decoding process (``threads``: how many frames it resizes at once); returns a function that
+    tells whether the parent is alive."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)  # the video processor resizes frames in as many threads
     _lower_priority(niceness)
     parent = mp.parent_process()
     return parent.is_alive if parent is not None else (lambda: True)
@@ -195,14 +197,14 @@ def decoding_worker_process(task_q: Any, result_q: Any, settings: ClipSettings, 
 
 
 def _pipe_worker_process(
-    task_conn: Connection, result_conn: Connection, settings: ClipSettings, wid: int, niceness: int
+    task_conn: Connection, result_conn: Connection, settings: ClipSettings, wid: int, niceness: int, threads: int
 ) -> None:
     """Entry point of a `DecodePool` process: tasks and events travel through pipes of its own.
 
     A pipe has one writer, so when the process dies mid-message its reader gets end-of-file instead of waiting for
     the rest (a shared queue's reader would block for ever).
     """
-    alive = _worker_setup(niceness)
+    alive = _worker_setup(niceness, threads)
 
     def get_task() -> tuple | None:
         while not task_conn.poll(POLL_S):
@@ -272,21 +274,35 @@ class DecodePool:
         settings: Clip settings.
         workers: Worker processes; 0 decodes in one thread of this process.
         queue_size: Clips that may wait in the queue when decoding in a thread (the memory bound).
+        pausable: Whether `pause` stops the decoding processes (Linux only; otherwise it does nothing).
 
     Decoding processes (and, on Linux, the decoding thread, with every thread it starts) run at a lower priority
     (`decoder_niceness`), and the decoding thread resizes frames itself, so decoding takes what the model leaves.
+    With ``pausable`` (see `decode_between_batches`) the caller stops the decoding processes while its model
+    computes (`pause`, `resume`): they then decode only between batches, each on its share of the cores.
 
     Raises:
         EmbedSettingsError: VIDEOPRISM_DECODER_NICE is invalid (see `decoder_niceness`).
     """
 
-    def __init__(self, paths: Sequence[str | tuple], settings: ClipSettings, workers: int, queue_size: int) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | tuple],
+        settings: ClipSettings,
+        workers: int,
+        queue_size: int,
+        pausable: bool = False,
+    ) -> None:
         self.paths = list(paths)
         self.settings = settings
         self.threaded = workers == 0
         self.num_workers = max(1, workers)
         self.queue_size = queue_size
         self.niceness = decoder_niceness()
+        self.pausable = pausable and not self.threaded and _CAN_PAUSE
+        # Paused between batches, the workers have the cores to themselves: each resizes on its share of them.
+        self.worker_threads = max(1, _cpus() // self.num_workers) if self.pausable else 1
+        self._paused = False
         self._stop = threading.Event()
         self.workers: dict[int, _Worker] = {}
         self._next_wid = 0
@@ -377,7 +393,7 @@ class DecodePool:
         result_recv, result_send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_pipe_worker_process,
-            args=(task_recv, result_send, self.settings, wid, self.niceness),
+            args=(task_recv, result_send, self.settings, wid, self.niceness, self.worker_threads),
             daemon=True,
             name=f"videoprism-decode-{wid}",
         )
@@ -504,7 +520,27 @@ class DecodePool:
         pending.extendleft(reversed(worker.assigned))
         return events
 
+    def pause(self) -> None:
+        """Stops the decoding processes (SIGSTOP) until `resume`, if the pool is pausable: while the model computes on
+        every core, a decoder that runs beside it stalls all of the model's threads, which wait for each other."""
+        if self.pausable and not self._paused:
+            self._paused = True
+            self._signal_workers(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Lets paused decoding processes go on (SIGCONT)."""
+        if self._paused:
+            self._paused = False
+            self._signal_workers(signal.SIGCONT)
+
+    def _signal_workers(self, sig: int) -> None:
+        for worker in list(self.workers.values()):  # the pump thread may replace a dead worker meanwhile
+            if worker.proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.proc.pid, sig)
+
     def close(self) -> None:
+        self.resume()  # a stopped process would not act on the SIGTERM below
         self._stop.set()
         if self._pump is not None:
             self._pump.join()  # it stops within a poll; then only this thread touches the workers
@@ -526,6 +562,25 @@ class DecodePool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# SIGSTOP exists, and a stopped worker still dies with its parent (PR_SET_PDEATHSIG sends SIGKILL).
+_CAN_PAUSE = sys.platform.startswith("linux")
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def decode_between_batches(device: torch.device) -> bool:
+    """Whether decoding processes should wait while the model computes: when it computes on the CPU with a thread on
+    every core this process may use, a decoder running beside it takes a core from one of those threads, and all of
+    them wait for that one at each operation. On a GPU, or with cores to spare, decoding overlaps with the model."""
+    return _CAN_PAUSE and device.type == "cpu" and torch.get_num_threads() >= _cpus()
 
 
 def default_workers(num_videos: int) -> int:

@@ -180,6 +180,11 @@ class VideoEmbedder:
         return next(self.video_model.parameters()).dtype
 
     @property
+    def device(self) -> torch.device:
+        """The device the model computes on."""
+        return next(self.video_model.parameters()).device
+
+    @property
     def dtype_name(self) -> str:
         """The `DTYPES` name of the weights' dtype ("float32", "bfloat16", ...)."""
         return str(self.dtype).removeprefix("torch.")

@@ -24,7 +24,7 @@ from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
 from .clips import MAX_CLIP_BYTES, ClipSettings
-from .decode_pool import DecodePool, default_workers
+from .decode_pool import DecodePool, decode_between_batches, default_workers
 from .embedder import (
     DEFAULT_MODEL,
     VideoEmbedder,
@@ -182,7 +182,11 @@ def _run(
     def flush() -> None:
         if pending:
             pixels = torch.from_numpy(np.stack([p for _, _, p in pending]))
-            embeds, frame_embeds = embedder(pixels, frames=frames)
+            pool.pause()  # where the model computes on every core, decoding waits for it (`decode_between_batches`)
+            try:
+                embeds, frame_embeds = embedder(pixels, frames=frames)
+            finally:
+                pool.resume()
             require_finite(embeds, model, "video embeddings")
             records = [store_record(keys[idx], meta) for idx, meta, _ in pending]
             pooled_records, pooled = [], []
@@ -202,7 +206,8 @@ def _run(
     queue_size = queue_size or 2 * batch_size
     t0 = time.perf_counter()
     try:
-        with DecodePool([k[0] for k in keys], settings, num_workers, queue_size) as pool:
+        pausable = decode_between_batches(embedder.device)
+        with DecodePool([k[0] for k in keys], settings, num_workers, queue_size, pausable) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
