@@ -3,7 +3,9 @@
 The main process expands the inputs (`videoprism.collection.inputs`), skips the videos the store already holds (same
 path, size, mtime and model), loads the model once (`videoprism.collection.embedder`) and runs batched inference on
 the clips that decoding worker processes (`videoprism.collection.decode_pool`) stream to it, so the model stays busy
-while memory stays bounded. Each batch is written to the store as soon as it is embedded
+while memory stays bounded. Where the model computes on the CPU with a thread on every core, the decoding processes
+are stopped during each forward pass and decode between batches (`decode_between_batches`): beside the model they
+would stall all its threads. Each batch is written to the store as soon as it is embedded
 (`videoprism.collection.pipeline`), so an interrupted run (Ctrl-C, a kill, a crash) loses at most the batch in
 flight, and the next run resumes where it stopped. A video that cannot be decoded is recorded in the store with its
 error message and the run goes on.
