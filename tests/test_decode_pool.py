@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -72,6 +73,16 @@ def _state(pid: int) -> str:
     return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
 
 
+def _stopped(pid: int, want: bool) -> bool:
+    """Whether the process reaches the stopped (``want``) or running state within 10 s (signals arrive async)."""
+    deadline = time.monotonic() + 10
+    while (_state(pid) == "T") != want:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_decoding_between_batches_only_where_the_model_takes_every_core(monkeypatch):
     monkeypatch.setattr(decode_pool, "_CAN_PAUSE", True)
     monkeypatch.setattr(decode_pool, "_cpus", lambda: 2)
@@ -94,9 +105,9 @@ def test_paused_workers_are_stopped_and_resume(tmp_path):
         kinds = [next(events)[0]]
         (worker,) = pool.workers.values()
         pool.pause()
-        assert _state(worker.proc.pid) == "T"
+        assert _stopped(worker.proc.pid, True)
         pool.resume()
-        assert _state(worker.proc.pid) != "T"
+        assert _stopped(worker.proc.pid, False)
         kinds += [event[0] for event in events]
         assert kinds.count("clip") == 3 and kinds.count("done") == 3
     with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
