@@ -8,12 +8,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from _checkpoints import save_tiny_clip_model
 from _videos import make_video
 
-from videoprism.collection import decode_pool, embed_videos
+from videoprism.collection import decode_pool, embed_videos, local
 from videoprism.collection.clips import ClipSettings
 from videoprism.collection.decode_pool import DECODER_NICENESS, DecodePool, decoder_niceness
 from videoprism.errors import EmbedSettingsError
+from videoprism.store import open_store
 from videoprism.video_processing import VideoPrismVideoProcessor, _thread_pool
 
 SCRIPT = """
@@ -115,3 +117,35 @@ def test_paused_workers_are_stopped_and_resume(tmp_path):
         (worker,) = pool.workers.values()
         pool.pause()
     assert worker.proc.exitcode is not None  # closed while stopped: resumed, then ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
+def test_embedding_with_paused_workers_matches_decoding_in_a_thread(tmp_path, monkeypatch):
+    """The same rows and embeddings whether a worker process decodes between batches (stopped during each forward
+    pass) or a thread decodes beside the model."""
+    model = save_tiny_clip_model(tmp_path / "model")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        make_video(videos / f"{i}.mp4", num_frames=24 + 8 * i, pattern="ramp" if i % 2 else "solid")
+    paused = []  # per forward pass: whether the pool could stop its workers
+    pause = DecodePool.pause
+    monkeypatch.setattr(local, "decode_between_batches", lambda device: True)
+    monkeypatch.setattr(DecodePool, "pause", lambda self: paused.append(self.pausable) or pause(self))
+    stores = {}
+    for workers in (1, 0):
+        stores[workers] = tmp_path / f"store{workers}"
+        embed_videos(videos, stores[workers], model, window=0.5, stride=0.25, workers=workers, batch_size=2,
+                     dtype="float32", progress=False, thumbnails=False)  # fmt: skip
+    assert paused.count(True) >= 3  # the worker process was stopped around forward passes
+    rows = {}
+    for workers, store in stores.items():
+        reader = open_store(store)
+        meta = reader.metadata.select(["path", "kind", "start", "end", "frame_indices"]).to_pylist()
+        keys = [tuple(-1.0 if v != v else v for v in (m["path"], m["kind"], m["start"], m["end"])) for m in meta]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        rows[workers] = [keys[i] + (meta[i]["frame_indices"],) for i in order], np.asarray(reader.embeddings)[order]
+    kinds = [key[1] for key in rows[1][0]]
+    assert kinds.count("video") == 3 and kinds.count("window") >= 9
+    assert rows[1][0] == rows[0][0]
+    np.testing.assert_array_equal(rows[1][1], rows[0][1])
