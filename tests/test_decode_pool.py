@@ -86,7 +86,7 @@ def _stopped(pid: int, want: bool) -> bool:
 
 
 def test_decoding_between_batches_only_where_the_model_takes_every_core(monkeypatch):
-    monkeypatch.setattr(decode_pool, "_CAN_PAUSE", True)
+    monkeypatch.setattr(decode_pool, "_LINUX", True)
     monkeypatch.setattr(decode_pool, "_cpus", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert decode_pool.decode_between_batches(torch.device("cpu"))

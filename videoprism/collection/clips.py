@@ -77,18 +77,12 @@ class WindowPixels:
         self._previous: dict[int, np.ndarray] = {}  # stream index -> pre-processed frame, of the previous window
 
     def __call__(self, window: VideoWindow) -> np.ndarray:
-        video = window.video
-        indices = [int(i) for i in video.indices]
+        indices = [int(i) for i in window.video.indices]
         previous = self._previous if window.one_pass else {}
         todo = [t for t, index in enumerate(indices) if index not in previous]
-        fresh = clip_pixels(self.processor, video.frames[todo]) if todo else None
-        pixels = np.empty((len(indices), *(fresh[0] if todo else previous[indices[0]]).shape), np.float32)
-        if todo:
-            pixels[todo] = fresh
-        for t, index in enumerate(indices):
-            if index in previous:
-                pixels[t] = previous[index]
-        self._previous = {index: pixels[t] for t, index in enumerate(indices)} if window.one_pass else {}
+        fresh = iter(clip_pixels(self.processor, window.video.frames[todo]) if todo else ())
+        pixels = np.stack([previous[index] if index in previous else next(fresh) for index in indices])
+        self._previous = dict(zip(indices, pixels, strict=True)) if window.one_pass else {}
         return pixels
 
 

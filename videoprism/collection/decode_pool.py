@@ -45,6 +45,9 @@ POLL_S = 0.5
 # Scheduling niceness added to each decoding process or thread (environment variable VIDEOPRISM_DECODER_NICE overrides
 # it; 0 keeps normal priority). Lowest: where cores are few the model's threads keep them and decoding takes the rest.
 DECODER_NICENESS = 19
+# Linux: a child can ask to die with its parent (PR_SET_PDEATHSIG), so a stopped worker is never left behind, and
+# niceness is per thread.
+_LINUX = sys.platform.startswith("linux")
 
 
 @contextlib.contextmanager
@@ -134,7 +137,7 @@ def _queue_io(task_q: Any, result_q: Any, alive: Any) -> tuple[Any, Any]:
 def _die_with_parent() -> None:
     """On Linux, asks the kernel to kill this process when its parent dies, even by SIGKILL (elsewhere a worker
     notices at its next queue operation)."""
-    if not sys.platform.startswith("linux"):
+    if not _LINUX:
         return
     try:
         import ctypes
@@ -299,7 +302,7 @@ class DecodePool:
         self.num_workers = max(1, workers)
         self.queue_size = queue_size
         self.niceness = decoder_niceness()
-        self.pausable = pausable and not self.threaded and _CAN_PAUSE
+        self.pausable = pausable and not self.threaded and _LINUX
         # Paused between batches, the workers have the cores to themselves: each resizes on its share of them.
         self.worker_threads = max(1, _cpus() // self.num_workers) if self.pausable else 1
         self._paused = False
@@ -381,7 +384,7 @@ class DecodePool:
         """`_decode_loop` in a thread of this process, at lower priority where niceness is per thread (Linux)."""
         from ..video_processing import resize_in_this_thread
 
-        if sys.platform.startswith("linux"):
+        if _LINUX:
             _lower_priority(self.niceness)
         resize_in_this_thread()
         _decode_loop(get_task, put, settings, 0, True)
@@ -564,10 +567,6 @@ class DecodePool:
         self.close()
 
 
-# SIGSTOP exists, and a stopped worker still dies with its parent (PR_SET_PDEATHSIG sends SIGKILL).
-_CAN_PAUSE = sys.platform.startswith("linux")
-
-
 def _cpus() -> int:
     """The CPUs this process may run on."""
     try:
@@ -580,7 +579,7 @@ def decode_between_batches(device: torch.device) -> bool:
     """Whether decoding processes should wait while the model computes: when it computes on the CPU with a thread on
     every core this process may use, a decoder running beside it takes a core from one of those threads, and all of
     them wait for that one at each operation. On a GPU, or with cores to spare, decoding overlaps with the model."""
-    return _CAN_PAUSE and device.type == "cpu" and torch.get_num_threads() >= _cpus()
+    return _LINUX and device.type == "cpu" and torch.get_num_threads() >= _cpus()
 
 
 def default_workers(num_videos: int) -> int:
