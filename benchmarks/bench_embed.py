@@ -14,13 +14,13 @@ The model is a base-size LvT with random weights (the ``videoprism-lvt-base-f16r
 32-wide, 32 px toy model, for a quick check that the script runs) and its video processor, saved to a temporary
 folder. Measured in one run, per dtype (``--dtypes``), with the same model and batch size:
 
-* ``model only``: forward passes over pre-processed clips already in memory (clips/s; the same for every set, since
-  every clip has the same shape);
+* ``model only``: forward passes over one batch of pre-processed clips already in memory (clips/s; every clip has
+  the same shape), timed right before and right after each pipeline run, since the machine's speed drifts;
 * per set: `embed_videos` into a fresh store (decoding in worker processes, inference, store writes, compaction):
-  clips/s end to end and its ratio to model only, and the model-busy fraction: time the model spent computing over
-  the pipeline's wall time (and over its steady state, from the first batch on); per ``--decoding`` mode (``auto``:
-  embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside the model) and
-  ``--decoder-nice`` niceness;
+  clips/s end to end and its ratio to model only (the mean of its two timings), and the model-busy fraction: time
+  the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on); per
+  ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
+  the model), ``--decoder-nice`` niceness and ``--workers`` count;
 * ``decode only`` (windowed sets): every window of every video decoded the old way (one `read_window` per window,
   each reopening and rescanning the file) and in one pass (`read_windows`), frames counted and checked equal.
 
@@ -100,15 +100,16 @@ def cpu_name() -> str:
 # Video sets
 
 
-def make_videos(folder: Path, prefix: str, count: int, seconds: float, fps: int) -> Path:
+def make_videos(folder: Path, prefix: str, count: int, seconds: float, fps: int) -> list[Path]:
+    """``count`` generated videos in ``folder`` (made once; the folder may hold more from an earlier run)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        path = folder / f"{prefix}_{i:03d}.mp4"
+    paths = [folder / f"{prefix}_{i:03d}.mp4" for i in range(count)]
+    for path in paths:
         if not path.exists():
             tmp = folder / f".tmp_{path.name}"
             make_video(tmp, num_frames=round(seconds * fps), fps=fps, size=(640, 360), gop=None, pattern="ramp")
             tmp.rename(path)
-    return folder
+    return paths
 
 
 def fetch_real_videos(cache: Path) -> Path:
@@ -206,21 +207,19 @@ def save_model(folder: Path, tiny: bool) -> None:
     VideoPrismVideoProcessor(num_frames=preset.vision["num_frames"]).save_pretrained(folder)
 
 
-def model_only(embedder: VideoEmbedder, processor, path: Path, batch: int, repeats: int) -> float:
-    """Clips/s of forward passes over one batch of pre-processed clips (after a warm-up pass of the same shape: the
-    first pass at a new shape is much slower on CPU)."""
-    clip = clip_pixels(processor, read_video(path, num_frames=processor.num_frames))
-    pixels = torch.from_numpy(np.stack([clip] * batch))
-    embedder(pixels)
+def model_only(embedder: VideoEmbedder, pixels: torch.Tensor, repeats: int) -> float:
+    """Clips/s of forward passes over one batch of pre-processed clips (the median of ``repeats``)."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         embedder(pixels)
         times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
+    return len(pixels) / statistics.median(times)
 
 
-def pipeline(model_dir: Path, videos: Path, dtype: str, window: float | None, args, tmp: Path) -> dict[str, float]:
+def pipeline(
+    model_dir: Path, videos: list[Path], dtype: str, window: float | None, workers: int | None, args, tmp: Path
+) -> dict[str, float]:
     """Runs `embed_videos`, timing each forward pass through a wrapper around `VideoEmbedder.__call__`."""
     calls: list[tuple[float, float, int]] = []
     original = VideoEmbedder.__call__
@@ -237,7 +236,7 @@ def pipeline(model_dir: Path, videos: Path, dtype: str, window: float | None, ar
     try:
         t0 = time.perf_counter()
         summary = embed_videos(videos, store, model_dir, device=args.device, dtype=dtype, batch_size=args.batch_size,
-                               workers=args.workers, window=window, stride=args.stride if window else None,
+                               workers=workers, window=window, stride=args.stride if window else None,
                                progress=False)  # fmt: skip
         total = time.perf_counter() - t0
     finally:
@@ -272,7 +271,9 @@ def main() -> None:
     parser.add_argument("--stride", type=float, default=1.0, help="window stride seconds of the windowed sets")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "videoprism-bench-videos")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: embed's default)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[None], help="decoding processes (several: one run each)"
+    )
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="timed model-only batches")
@@ -298,20 +299,20 @@ def main() -> None:
 
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load {load_text()}")  # fmt: skip
-    sets = {}  # name -> (folder, window or None)
+    sets = {}  # name -> (videos, window or None)
     if "generated" in args.sets:
-        folder = make_videos(args.cache_dir / "generated", "clip", args.videos, args.seconds, args.fps)
-        sets[f"whole, {args.videos} x {args.seconds:g} s generated"] = (folder, None)
+        paths = make_videos(args.cache_dir / "generated", "clip", args.videos, args.seconds, args.fps)
+        sets[f"whole, {args.videos} x {args.seconds:g} s generated"] = (paths, None)
     if "real" in args.sets:
-        sets[f"windows {args.window:g}/{args.stride:g} s, real"] = (fetch_real_videos(args.cache_dir), args.window)
+        paths = videos_in(fetch_real_videos(args.cache_dir))
+        sets[f"windows {args.window:g}/{args.stride:g} s, real"] = (paths, args.window)
     if "long" in args.sets:
-        folder = make_videos(args.cache_dir / f"long_{args.long_seconds:g}", "long", args.long_videos,
-                             args.long_seconds, args.fps)  # fmt: skip
+        paths = make_videos(args.cache_dir / f"long_{args.long_seconds:g}", "long", args.long_videos,
+                            args.long_seconds, args.fps)  # fmt: skip
         sets[f"windows {args.window:g}/{args.stride:g} s, {args.long_videos} x {args.long_seconds:g} s"] = (
-            folder, args.window)  # fmt: skip
-    for name, (folder, _) in sets.items():
-        paths = videos_in(folder)
-        print(f"set {name!r}: {len(paths)} videos in {folder} ({', '.join(p.name for p in paths[:5])}"
+            paths, args.window)  # fmt: skip
+    for name, (paths, _) in sets.items():
+        print(f"set {name!r}: {len(paths)} videos in {paths[0].parent} ({', '.join(p.name for p in paths[:5])}"
               f"{', ...' if len(paths) > 5 else ''})")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="vp-bench-embed-") as tmp_name:
@@ -324,34 +325,43 @@ def main() -> None:
             print(f"\n# decode only: every window, {num_frames} frames each (CPU: {cpu_name()}; load {load_text()})")
             print(f"{'set':<40} {'windows':>7} {'frames':>7} {'decoded old':>11} {'new':>6} {'old s':>7} "
                   f"{'new s':>7} {'old/new':>7}")  # fmt: skip
-            for name, (folder, window) in sets.items():
+            for name, (paths, window) in sets.items():
                 if window is None:
                     continue
-                r = decode_only(videos_in(folder), num_frames, window, args.stride, counts)
+                r = decode_only(paths, num_frames, window, args.stride, counts)
                 print(f"{name:<40} {r['windows']:>7} {r['frames']:>7} {r['old_decoded']:>11} {r['new_decoded']:>6} "
                       f"{r['old_s']:>7.2f} {r['new_s']:>7.2f} {r['old_s'] / r['new_s']:>7.2f}")  # fmt: skip
 
         model = "toy LvT (random weights)" if args.tiny else f"{PRESET} (random weights)"
-        probe = videos_in(next(iter(sets.values()))[0])[0]
-        workers = args.workers if args.workers is not None else f"default ({default_workers(8)} for 8+ videos)"
-        print(f"\n# embed: model {model}, batch {args.batch_size}, decoding workers {workers}")
-        print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on)")
-        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'clips':>6} {'model only':>10} "
+        probe = next(iter(sets.values()))[0][0]
+        print(f"\n# embed: model {model}, batch {args.batch_size}; workers: decoding processes (embed's default: "
+              f"{default_workers(8)} for 8+ videos)")  # fmt: skip
+        print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on); "
+              "model only: right before / right after each pipeline run")  # fmt: skip
+        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'clips':>6} {'model only':>13} "
               f"{'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
         between = local.decode_between_batches
         for dtype in args.dtypes:
+            # Model only runs beside the pipeline (same process, same weights); the machine's speed drifts, so it is
+            # timed next to each run and the ratio uses the mean of both timings.
             embedder, processor = load_video_embedder(model_dir, device=args.device, dtype=dtype)
-            alone = model_only(embedder, processor, probe, args.batch_size, args.repeats)
-            del embedder
-            for name, (folder, window) in sets.items():
-                for mode, nice in itertools.product(args.decoding, args.decoder_nice):
+            clip = clip_pixels(processor, read_video(probe, num_frames=processor.num_frames))
+            pixels = torch.from_numpy(np.stack([clip] * args.batch_size))
+            embedder(pixels)  # the first pass at a new shape is much slower on CPU
+            for name, (paths, window) in sets.items():
+                for mode, nice, workers in itertools.product(args.decoding, args.decoder_nice, args.workers):
+                    before = model_only(embedder, pixels, args.repeats)
                     os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
                     local.decode_between_batches = between if mode == "auto" else (lambda device: False)
-                    r = pipeline(model_dir, folder, dtype, window, args, tmp)
+                    r = pipeline(model_dir, paths, dtype, window, workers, args, tmp)
                     local.decode_between_batches = between
-                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {r['clips']:>6} {alone:>10.3f} "
-                          f"{r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} {r['pipeline'] / alone:>5.2f} "
-                          f"{pct(r['busy']):>5} {pct(r['steady_busy']):>6}", flush=True)  # fmt: skip
+                    after = model_only(embedder, pixels, args.repeats)
+                    alone = (before + after) / 2
+                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {workers or 'default':>7} {r['clips']:>6} "
+                          f"{before:>6.3f}/{after:<6.3f} {r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} "
+                          f"{r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} {pct(r['steady_busy']):>6}",
+                          flush=True)  # fmt: skip
+            del embedder
         print(f"(clips/s; ratio = pipeline / model only, goal >= 0.90; load {load_text()})")
     sizes = [n for n in args.search_sizes if n > 0]
     if sizes:
