@@ -248,6 +248,72 @@ def test_dense_request_does_not_seek_needlessly(case_video, counters) -> None:
     assert counters["seeks"] == 2  # the start, then keyframe 250 (which skips frames 244..249)
 
 
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_unneeded_frames_no_frame_refers_to_are_not_decoded(make, counters, monkeypatch, codec: str) -> None:
+    """B-frames that no other frame is predicted from are dropped unless sampled; every sampled frame is the same."""
+    path = make(f"bframes_{codec}.mp4", codec=codec, num_frames=120, gop=250, bframes=3)  # one keyframe
+    reference, _ = decode_all(path)
+    read = {}
+    for skip in (False, True):
+        monkeypatch.setattr(_video_reader.Reader, "skip_unneeded", skip)
+        counters.update(decoded=0, seeks=0)
+        read[skip] = read_video(path, num_frames=8), counters["decoded"]
+    (plain, all_decoded), (skipping, fewer) = read[False], read[True]
+    assert all_decoded >= int(plain.indices[-1]) + 1  # every frame up to the last sampled one
+    assert fewer < 0.8 * all_decoded, (fewer, all_decoded)
+    np.testing.assert_array_equal(skipping.indices, demo_indices(120, 8))
+    np.testing.assert_array_equal(skipping.frames, reference[skipping.indices])
+    np.testing.assert_array_equal(skipping.frames, plain.frames)
+
+
+@pytest.mark.parametrize("cut", [0.35, 0.5, 0.62, 0.8])
+def test_damaged_stream_reads_the_same_with_unneeded_frames_skipped(make, tmp_path, monkeypatch, cut: float) -> None:
+    """Where a cut or garbled stream ends does not depend on which unneeded frames were dropped: the read that meets
+    the damage is redone decoding every frame."""
+    data = bytearray(make("bframes_cut.mkv", num_frames=120, gop=60, bframes=3).read_bytes())
+    paths = {"cut": _write(tmp_path / f"cut{cut}.mkv", bytes(data[: int(len(data) * cut)]))}
+    at = int(len(data) * cut)
+    data[at : at + 300] = np.random.default_rng(2).integers(0, 256, 300, np.uint8).tobytes()
+    paths["garbled"] = _write(tmp_path / f"garbled{cut}.mkv", bytes(data))
+    for path in paths.values():
+        read = {}
+        for skip in (False, True):
+            monkeypatch.setattr(_video_reader.Reader, "skip_unneeded", skip)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                video = read_video(path, num_frames=16)
+            read[skip] = video, [str(w.message) for w in caught]
+        (plain, plain_warnings), (skipping, skip_warnings) = read[False], read[True]
+        assert skip_warnings == plain_warnings
+        assert skipping.num_frames_total == plain.num_frames_total
+        np.testing.assert_array_equal(skipping.indices, plain.indices)
+        np.testing.assert_array_equal(skipping.frames, plain.frames)
+
+
+def test_stream_ending_early_while_skipping_is_read_again_decoding_every_frame(make, monkeypatch) -> None:
+    """A seeking decode that ends before a wanted frame, with no error, may have dropped frames that would decode:
+    the read is redone without dropping any (and single-threaded), so the count of decodable frames never depends
+    on what was dropped."""
+    path = make("bframes_h264.mp4", num_frames=120, gop=250, bframes=3)
+    plain_read = _video_reader.Reader._seeking_frames
+    calls = []
+
+    def ends_early_once(self, index, wanted):
+        calls.append(self.skip_unneeded)
+        if len(calls) == 1:
+            raise _video_reader._Shortfall(5)  # as if frames 5.. never came out of the decoder
+        yield from plain_read(self, index, wanted)
+
+    monkeypatch.setattr(_video_reader.Reader, "_seeking_frames", ends_early_once)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "truncated" warning: the second read decodes every frame
+        video = read_video(path, num_frames=8)
+    assert calls == [True, False]
+    assert video.num_frames_total == 120
+    reference, _ = decode_all(path)
+    np.testing.assert_array_equal(video.frames, reference[demo_indices(120, 8)])
+
+
 def test_16_frame_sample_of_long_video_decodes_few_frames(make, counters) -> None:
     path = make("long_many_gops.mp4", num_frames=900, gop=30)
     video = read_video(path, num_frames=16)

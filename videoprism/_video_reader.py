@@ -15,7 +15,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import av
@@ -198,11 +198,23 @@ def _seek(container: av.container.InputContainer, stream: av.video.stream.VideoS
     container.seek(pts, stream=stream, backward=True, any_frame=False)
 
 
-def _iter_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator:
-    """Decoded frames from the container's position on; an error is raised after the frames buffered before it."""
+def _iter_frames(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    skippable: Callable[[int], bool] | None = None,
+) -> Iterator:
+    """Decoded frames from the container's position on; an error is raised after the frames buffered before it.
+
+    ``skippable(pts)`` (optional) tells whether the frame of the packet with that pts is not needed: the decoder then
+    drops it if no other frame refers to it (FFmpeg's ``skip_frame = NONREF``), which leaves every other frame's
+    pixels as they are, since no frame is predicted from it.
+    """
+    codec = stream.codec_context
     try:
         # demux() ends with an empty packet that flushes the decoder's delayed frames.
         for packet in container.demux(stream):
+            if skippable is not None and packet.pts is not None:
+                codec.skip_frame = "NONREF" if skippable(packet.pts) else "DEFAULT"
             yield from _decode_packet(stream, packet)
     except (av.error.FFmpegError, OSError) as error:
         # Frames the decoder still holds (reordering, frame threads) come before the bad data: drain them.
@@ -212,6 +224,9 @@ def _iter_frames(container: av.container.InputContainer, stream: av.video.stream
             drained = []
         yield from drained
         raise error
+    finally:
+        if skippable is not None:
+            codec.skip_frame = "DEFAULT"
 
 
 class DecodeTrouble(Exception):  # noqa: N818 - control flow between the decoding modules, never escapes
@@ -233,6 +248,9 @@ class _IndexMismatch(DecodeTrouble):
 
 class Reader:
     """One `read_video` call on an open container."""
+
+    # Seeking decodes drop the unneeded frames that no other frame refers to (see `_iter_frames`), until a retry.
+    skip_unneeded = True
 
     def __init__(
         self,
@@ -343,13 +361,15 @@ class Reader:
                 container.close()
 
     def _single_threaded(self) -> None:
-        """Decode from now on without frame threads, whose errors surface at a timing-dependent frame."""
+        """Decode from now on without frame threads, whose errors surface at a timing-dependent frame, and without
+        dropping unneeded frames, which would hide where the stream breaks."""
         container = open_source(self.src)
         self.owned.append(container)
         stream = container.streams[self.stream.index]
         stream.thread_type = "SLICE"
         self.decoding = (container, stream)
         self.single_threaded = True
+        self.skip_unneeded = False
 
     def prepare(self) -> None:
         """Scan the packets (no decoding): sets `index`, `times`, `fps` and `duration`; damage goes to `problems`.
@@ -399,8 +419,10 @@ class Reader:
             except _Shortfall as e:
                 if e.cause is not None and timed_out(self.src, e.cause):
                     raise VideoDecodeError(network_timeout_text(self.src)) from e.cause
-                if e.cause is not None and not self.single_threaded:
-                    self._single_threaded()  # frames decoded so far are right; only where the error hits varies
+                if (e.cause is not None or self.skip_unneeded) and not self.single_threaded:
+                    # Frames decoded so far are right; only where the stream breaks varies with frame threads, and
+                    # frames dropped unseen may be the ones that still decode.
+                    self._single_threaded()
                     continue
                 if e.decodable <= 0:
                     cause = f" ({describe_error(e.cause)})" if e.cause is not None else ""
@@ -509,6 +531,7 @@ class Reader:
         """Decode ``wanted`` (sorted, unique) frames, seeking to a keyframe whenever that skips decoding."""
         frames: Iterator[tuple[int, av.VideoFrame]] | None = None
         next_index = -1  # what `frames` yields next
+        needed = {int(w) for w in wanted}
         try:
             for w in (int(x) for x in wanted):
                 keyframe = index.keyframe_at_or_before(w)
@@ -517,13 +540,15 @@ class Reader:
                 if frames is None or w < next_index or keyframe > next_index:
                     if frames is not None:
                         frames.close()
-                    frames = self._frames_from_keyframe(index, keyframe)
+                    frames = self._frames_from_keyframe(index, keyframe, needed)
                     next_index = keyframe  # frames before it are taken as decodable if this seek yields nothing
                 while next_index <= w:
                     try:
                         i, frame = next(frames)
                     except StopIteration:
                         raise _Shortfall(next_index) from None
+                    if i > w:
+                        raise _IndexMismatch(f"frame {w} was not decoded (the decoder went on to frame {i})")
                     next_index = i + 1
                     if i == w:
                         yield w, self._to_rgb(frame)
@@ -531,10 +556,14 @@ class Reader:
             if frames is not None:
                 frames.close()
 
-    def _frames_from_keyframe(self, index: _Index, keyframe: int) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Seek to ``keyframe`` and yield ``(index, frame)`` for consecutive frames from it, checked against the index.
+    def _frames_from_keyframe(
+        self, index: _Index, keyframe: int, needed: set[int]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Seek to ``keyframe`` and yield ``(index, frame)`` for the frames from it in order, checked against the index.
 
-        May start at an earlier keyframe when the container's seek lands after the one asked for.
+        Every frame is yielded, except (`skip_unneeded`) frames outside ``needed`` that the decoder dropped because no
+        other frame refers to them. May start at an earlier keyframe when the container's seek lands after the one
+        asked for.
         """
         position = int(np.searchsorted(index.keyframes, keyframe, side="right"))
         keys = [int(k) for k in index.keyframes[max(0, position - _MAX_SEEK_RETRIES - 1) : position][::-1]]
@@ -543,9 +572,17 @@ class Reader:
                 _seek(*self.decoding, int(index.pts[target]))
             except (av.error.FFmpegError, OSError) as e:
                 raise _IndexMismatch(f"seek failed ({describe_error(e)})") from e
+            skippable = None
+            if self.skip_unneeded:
+                kept = needed | {target}
+
+                def skippable(pts: int, kept: set[int] = kept) -> bool:
+                    i = index.lookup(pts)
+                    return i >= 0 and i not in kept
+
             expected = target
             try:
-                for frame in _iter_frames(*self.decoding):
+                for frame in _iter_frames(*self.decoding, skippable):
                     i = index.lookup(frame.pts)
                     if i < 0:
                         raise _IndexMismatch(f"decoded a frame with pts {frame.pts} that the packet index lacks")
@@ -554,9 +591,11 @@ class Reader:
                     if i != expected:
                         if expected == target:
                             break  # the seek landed after `target`: retry from an earlier keyframe
-                        raise _IndexMismatch(f"expected frame {expected} after a seek, decoded frame {i}")
+                        dropped = skippable is not None and i > expected and kept.isdisjoint(range(expected, i))
+                        if not dropped:
+                            raise _IndexMismatch(f"expected frame {expected} after a seek, decoded frame {i}")
                     yield i, frame
-                    expected += 1
+                    expected = i + 1
                 else:
                     return  # end of stream
             except (av.error.FFmpegError, OSError) as e:
