@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,48 @@ def test_embedding_with_paused_workers_matches_decoding_in_a_thread(tmp_path, mo
     assert kinds.count("video") == 3 and kinds.count("window") >= 9
     assert rows[1][0] == rows[0][0]
     np.testing.assert_array_equal(rows[1][1], rows[0][1])
+
+
+@pytest.mark.parametrize("cpus, spare, every", [(1, 1, 1), (2, 1, 2), (4, 3, 4), (16, 8, 8)])
+def test_default_workers_take_every_core_only_between_batches(monkeypatch, cpus, spare, every):
+    """Decoding beside the model leaves it a core; decoding between batches has them all (at most 8 processes)."""
+    monkeypatch.setattr(decode_pool, "_cpus", lambda: cpus)
+    assert decode_pool.default_workers(100) == spare
+    assert decode_pool.default_workers(100, between_batches=True) == every
+    assert decode_pool.default_workers(3, between_batches=True) == min(3, every)
+    assert decode_pool.default_workers(2, between_batches=True) == 0  # one or two videos: a thread
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
+def test_classify_and_probe_features_pause_workers_around_forward_passes(tmp_path, monkeypatch):
+    """Zero-shot classification and probe feature extraction also stop their decoding processes for each forward pass
+    on the CPU, and get what a decoding thread gives."""
+    from videoprism.collection import classify, classify_video_files
+    from videoprism.probe import features
+    from videoprism.probe.data import load_labelled_set
+    from videoprism.probe.features import extract_features
+
+    model = save_tiny_clip_model(tmp_path / "model", Path(__file__).parent / "fixtures/tokenizer/spm_t5layout.model")
+    videos = [make_video(tmp_path / f"{i}.mp4", num_frames=12 + 6 * i, pattern="ramp" if i % 2 else "solid")
+              for i in range(4)]  # fmt: skip
+    (tmp_path / "set.csv").write_text(
+        "path,label\n" + "".join(f"{v.name},{'ab'[i % 2]}\n" for i, v in enumerate(videos))
+    )
+    data = load_labelled_set(tmp_path / "set.csv")
+    paused = []  # per forward pass: whether the pool could stop its workers
+    pause = DecodePool.pause
+    monkeypatch.setattr(DecodePool, "pause", lambda self: paused.append(self.pausable) or pause(self))
+    for module in (classify, features):
+        monkeypatch.setattr(module, "decode_between_batches", lambda device: True)
+    labels = ["a ramp", "a solid colour"]
+    threaded = classify_video_files(videos, labels, model, workers=0, batch_size=2, dtype="float32")
+    assert paused.count(True) == 0
+    spawned = classify_video_files(videos, labels, model, workers=1, batch_size=2, dtype="float32")
+    assert paused.count(True) == 2
+    assert [r.labels for r in spawned] == [r.labels for r in threaded]
+    paused.clear()
+    feats = {w: extract_features(data, model, tmp_path / f"f{w}", cache="pooled2", workers=w, batch_size=2,
+                                 dtype="float32", progress=False) for w in (0, 1)}  # fmt: skip
+    assert paused.count(True) == 2
+    np.testing.assert_array_equal(feats[1].embeddings, feats[0].embeddings)
+    np.testing.assert_array_equal(feats[1].tokens, feats[0].tokens)

@@ -390,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=_non_negative_int,
             default=None,
-            help=f"decoding processes (0: decode in a thread; default: one per spare core, at most 8; at most "
-            f"{MAX_WORKERS}, the CPU cores)",
+            help=f"decoding processes (0: decode in a thread; default: one per spare core, or per core where they "
+            f"decode between the model's batches on the CPU, at most 8; at most {MAX_WORKERS}, the CPU cores)",
         )
         p.add_argument("--num-frames", type=_positive(int), help="frames per clip (default: the model's)")
         p.add_argument(

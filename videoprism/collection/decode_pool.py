@@ -282,7 +282,7 @@ class DecodePool:
     Decoding processes (and, on Linux, the decoding thread, with every thread it starts) run at a lower priority
     (`decoder_niceness`), and the decoding thread resizes frames itself, so decoding takes what the model leaves.
     With ``pausable`` (see `decode_between_batches`) the caller stops the decoding processes while its model
-    computes (`pause`, `resume`): they then decode only between batches, each on its share of the cores.
+    computes (`pause`, `resume`, `paused`): they then decode only between batches, each on its share of the cores.
 
     Raises:
         EmbedSettingsError: VIDEOPRISM_DECODER_NICE is invalid (see `decoder_niceness`).
@@ -536,6 +536,15 @@ class DecodePool:
             self._paused = False
             self._signal_workers(signal.SIGCONT)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """`pause` for the block (a forward pass), then `resume`."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
     def _signal_workers(self, sig: int) -> None:
         for worker in list(self.workers.values()):  # the pump thread may replace a dead worker meanwhile
             if worker.proc.pid is not None:
@@ -582,8 +591,10 @@ def decode_between_batches(device: torch.device) -> bool:
     return _LINUX and device.type == "cpu" and torch.get_num_threads() >= _cpus()
 
 
-def default_workers(num_videos: int) -> int:
-    """Decoding processes for ``num_videos`` videos: one per spare core (at most 8); none (a thread) for 1-2."""
+def default_workers(num_videos: int, between_batches: bool = False) -> int:
+    """Decoding processes for ``num_videos`` videos: none (a thread) for 1-2; else one per spare core, or one per core
+    when they decode between batches (`decode_between_batches`: the model then leaves them every core); at most 8."""
     if num_videos <= 2:
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1, num_videos))
+    cores = _cpus() if between_batches else _cpus() - 1
+    return max(1, min(8, cores, num_videos))

@@ -184,11 +184,8 @@ def _run(
     def flush() -> None:
         if pending:
             pixels = torch.from_numpy(np.stack([p for _, _, p in pending]))
-            pool.pause()  # where the model computes on every core, decoding waits for it (`decode_between_batches`)
-            try:
+            with pool.paused():  # where the model computes on every core, decoding waits (`decode_between_batches`)
                 embeds, frame_embeds = embedder(pixels, frames=frames)
-            finally:
-                pool.resume()
             require_finite(embeds, model, "video embeddings")
             records = [store_record(keys[idx], meta) for idx, meta, _ in pending]
             pooled_records, pooled = [], []
@@ -204,11 +201,11 @@ def _run(
             failures.clear()
         bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
 
-    num_workers = default_workers(len(keys)) if workers is None else workers
+    pausable = decode_between_batches(embedder.device)
+    num_workers = default_workers(len(keys), pausable) if workers is None else workers
     queue_size = queue_size or 2 * batch_size
     t0 = time.perf_counter()
     try:
-        pausable = decode_between_batches(embedder.device)
         with DecodePool([k[0] for k in keys], settings, num_workers, queue_size, pausable) as pool:
             for event in pool.events():
                 kind, idx = event[:2]

@@ -35,7 +35,7 @@ import torch
 
 from .._sources import resolve_source
 from ..collection.clips import ClipSettings
-from ..collection.decode_pool import DecodePool, default_workers
+from ..collection.decode_pool import DecodePool, decode_between_batches, default_workers
 from ..collection.embedder import VideoEmbedder, load_processor, load_video_embedder, resolve_dtype
 from ..collection.inputs import resume_key
 from ..collection.progress import Progress
@@ -490,15 +490,18 @@ def _extract(store: _Cache, todo: list[int], embedder: VideoEmbedder, run: _Run)
 
     def flush() -> None:
         if pending:
-            tokens, embeds = clip_features(embedder, torch.from_numpy(np.stack([p for _, p in pending])), pool_factor)
+            pixels = torch.from_numpy(np.stack([p for _, p in pending]))
+            with pool.paused():  # see `decode_between_batches`
+                tokens, embeds = clip_features(embedder, pixels, pool_factor)
             store.write([todo[idx] for idx, _ in pending], tokens, embeds)
             counts["finished"] += len(pending)
             pending.clear()
         bar.update(counts["finished"] + counts["failed"], counts["decoded"], counts["failed"])
 
-    num_workers = default_workers(len(todo)) if run.workers is None else run.workers
+    pausable = decode_between_batches(embedder.device)
+    num_workers = default_workers(len(todo), pausable) if run.workers is None else run.workers
     try:
-        with DecodePool(spans, settings, num_workers, 2 * run.batch_size) as pool:
+        with DecodePool(spans, settings, num_workers, 2 * run.batch_size, pausable) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
