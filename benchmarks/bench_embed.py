@@ -20,7 +20,7 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
   clips/s end to end and its ratio to model only (the mean of its two timings), and the model-busy fraction: time
   the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on); per
   ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
-  the model), ``--decoder-nice`` niceness and ``--workers`` count;
+  the model), ``--decoder-nice`` niceness, ``--workers`` count and ``--resize-threads`` per decoding process;
 * ``decode only`` (windowed sets): every window of every video decoded the old way (one `read_window` per window,
   each reopening and rescanning the file) and in one pass (`read_windows`), frames counted and checked equal.
 
@@ -35,6 +35,7 @@ latency (``--search-sizes``, 0 to skip). Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import platform
@@ -46,6 +47,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,7 @@ from _videos import make_video  # noqa: E402
 from videoprism import PRESETS, VideoPrismClipModel, _video_reader  # noqa: E402
 from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder, local  # noqa: E402
 from videoprism.collection.clips import clip_pixels  # noqa: E402
-from videoprism.collection.decode_pool import DECODER_NICENESS, default_workers  # noqa: E402
+from videoprism.collection.decode_pool import DECODER_NICENESS, DecodePool, default_workers  # noqa: E402
 from videoprism.video_io import read_video, read_window, read_windows, window_bounds  # noqa: E402
 from videoprism.video_processing import VideoPrismVideoProcessor  # noqa: E402
 
@@ -257,6 +259,23 @@ def pipeline(
     }
 
 
+@contextlib.contextmanager
+def resize_threads(threads: int | None) -> Iterator[None]:
+    """Decoding processes started inside resize with ``threads`` threads each (None: the pool's own choice)."""
+    original = DecodePool.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.worker_threads = threads
+
+    if threads is not None:
+        DecodePool.__init__ = init
+    try:
+        yield
+    finally:
+        DecodePool.__init__ = original
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -273,6 +292,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[None], help="decoding processes (several: one run each)"
+    )
+    parser.add_argument(
+        "--resize-threads",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="threads each decoding process resizes with (several: one run each; default: embed's choice)",
     )
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     parser.add_argument("--device", default="auto")
@@ -334,12 +360,14 @@ def main() -> None:
 
         model = "toy LvT (random weights)" if args.tiny else f"{PRESET} (random weights)"
         probe = next(iter(sets.values()))[0][0]
-        print(f"\n# embed: model {model}, batch {args.batch_size}; workers: decoding processes (embed's default: "
-              f"{default_workers(8)} for 8+ videos)")  # fmt: skip
+        print(f"\n# embed: model {model}, batch {args.batch_size}; workers: decoding processes (embed's default for "
+              f"8+ videos: {default_workers(8, True)} decoding between batches, {default_workers(8)} beside the "
+              "model)")  # fmt: skip
         print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on); "
               "model only: right before / right after each pipeline run")  # fmt: skip
-        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'clips':>6} {'model only':>13} "
-              f"{'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} {'steady':>6}")  # fmt: skip
+        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'resize':>7} {'clips':>6} "
+              f"{'model only':>13} {'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} "
+              f"{'steady':>6}")  # fmt: skip
         between = local.decode_between_batches
         for dtype in args.dtypes:
             # Model only runs beside the pipeline (same process, same weights); the machine's speed drifts, so it is
@@ -349,15 +377,18 @@ def main() -> None:
             pixels = torch.from_numpy(np.stack([clip] * args.batch_size))
             embedder(pixels)  # the first pass at a new shape is much slower on CPU
             for name, (paths, window) in sets.items():
-                for mode, nice, workers in itertools.product(args.decoding, args.decoder_nice, args.workers):
+                runs = itertools.product(args.decoding, args.decoder_nice, args.workers, args.resize_threads)
+                for mode, nice, workers, threads in runs:
                     before = model_only(embedder, pixels, args.repeats)
                     os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
                     local.decode_between_batches = between if mode == "auto" else (lambda device: False)
-                    r = pipeline(model_dir, paths, dtype, window, workers, args, tmp)
+                    with resize_threads(threads):
+                        r = pipeline(model_dir, paths, dtype, window, workers, args, tmp)
                     local.decode_between_batches = between
                     after = model_only(embedder, pixels, args.repeats)
                     alone = (before + after) / 2
-                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {workers or 'default':>7} {r['clips']:>6} "
+                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {workers or 'default':>7} "
+                          f"{threads or 'default':>7} {r['clips']:>6} "
                           f"{before:>6.3f}/{after:<6.3f} {r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} "
                           f"{r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} {pct(r['steady_busy']):>6}",
                           flush=True)  # fmt: skip

@@ -99,11 +99,11 @@ def test_decoding_between_batches_only_where_the_model_takes_every_core(monkeypa
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
 def test_paused_workers_are_stopped_and_resume(tmp_path):
     """`pause` stops the decoding processes, `resume` lets them go on, and closing a paused pool ends them; the clips
-    are all there. A pausable pool's workers resize on their share of the cores."""
+    are all there. A pausable pool's workers resize on every core."""
     paths = [str(make_video(tmp_path / f"{i}.mp4", num_frames=8)) for i in range(3)]
     settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, None, None)
     with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
-        assert pool.worker_threads == max(1, decode_pool._cpus())
+        assert pool.worker_threads == decode_pool._cpus()
         events = pool.events()
         kinds = [next(events)[0]]
         (worker,) = pool.workers.values()
@@ -118,6 +118,30 @@ def test_paused_workers_are_stopped_and_resume(tmp_path):
         (worker,) = pool.workers.values()
         pool.pause()
     assert worker.proc.exitcode is not None  # closed while stopped: resumed, then ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
+def test_worker_started_while_paused_waits_for_resume(tmp_path):
+    """A worker that starts during a pause (the first ones, or one replacing a dead worker) is stopped at once."""
+    import threading
+
+    paths = [str(make_video(tmp_path / "0.mp4", num_frames=8))]
+    settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, None, None)
+    with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
+        pool.pause()
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(pool.events()), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not pool.workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (worker,) = pool.workers.values()
+        assert _stopped(worker.proc.pid, True)
+        reader.join(timeout=1)
+        assert not got
+        pool.resume()
+        reader.join(timeout=60)
+        assert [event[0] for event in got] == ["clip", "done"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")

@@ -572,14 +572,13 @@ class Reader:
                 _seek(*self.decoding, int(index.pts[target]))
             except (av.error.FFmpegError, OSError) as e:
                 raise _IndexMismatch(f"seek failed ({describe_error(e)})") from e
-            skippable = None
-            if self.skip_unneeded:
-                kept = needed | {target}
+            kept = needed | {target}  # never dropped: the frames asked for, and the keyframe the seek must land on
 
-                def skippable(pts: int, kept: set[int] = kept) -> bool:
-                    i = index.lookup(pts)
-                    return i >= 0 and i not in kept
+            def unneeded(pts: int, kept: set[int] = kept) -> bool:
+                i = index.lookup(pts)
+                return i >= 0 and i not in kept
 
+            skippable = unneeded if self.skip_unneeded else None
             expected = target
             try:
                 for frame in _iter_frames(*self.decoding, skippable):

@@ -282,7 +282,7 @@ class DecodePool:
     Decoding processes (and, on Linux, the decoding thread, with every thread it starts) run at a lower priority
     (`decoder_niceness`), and the decoding thread resizes frames itself, so decoding takes what the model leaves.
     With ``pausable`` (see `decode_between_batches`) the caller stops the decoding processes while its model
-    computes (`pause`, `resume`, `paused`): they then decode only between batches, each on its share of the cores.
+    computes (`pause`, `resume`, `paused`): they then decode only between batches, each resizing on every core.
 
     Raises:
         EmbedSettingsError: VIDEOPRISM_DECODER_NICE is invalid (see `decoder_niceness`).
@@ -303,9 +303,11 @@ class DecodePool:
         self.queue_size = queue_size
         self.niceness = decoder_niceness()
         self.pausable = pausable and not self.threaded and _LINUX
-        # Paused between batches, the workers have the cores to themselves: each resizes on its share of them.
-        self.worker_threads = max(1, _cpus() // self.num_workers) if self.pausable else 1
+        # Paused between batches, the workers have the cores to themselves: each resizes on all of them, so that one
+        # worker alone with work (one long video, the end of a collection) still uses every core.
+        self.worker_threads = _cpus() if self.pausable else 1
         self._paused = False
+        self._pausing = threading.Lock()  # a worker the pump thread starts while paused is stopped too
         self._stop = threading.Event()
         self.workers: dict[int, _Worker] = {}
         self._next_wid = 0
@@ -405,7 +407,10 @@ class DecodePool:
         # The worker's ends live in the worker only: its death then closes them, which this process sees as EOF.
         task_recv.close()
         result_send.close()
-        self.workers[wid] = _Worker(proc, task_send, result_recv)
+        with self._pausing:
+            self.workers[wid] = _Worker(proc, task_send, result_recv)
+            if self._paused:
+                os.kill(proc.pid, signal.SIGSTOP)
 
     def _assign(self, pending: deque) -> None:
         """Gives each worker up to two videos, so a slow video never leaves the others without work; tells the
@@ -526,15 +531,17 @@ class DecodePool:
     def pause(self) -> None:
         """Stops the decoding processes (SIGSTOP) until `resume`, if the pool is pausable: while the model computes on
         every core, a decoder that runs beside it stalls all of the model's threads, which wait for each other."""
-        if self.pausable and not self._paused:
-            self._paused = True
-            self._signal_workers(signal.SIGSTOP)
+        with self._pausing:
+            if self.pausable and not self._paused:
+                self._paused = True
+                self._signal_workers(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Lets paused decoding processes go on (SIGCONT)."""
-        if self._paused:
-            self._paused = False
-            self._signal_workers(signal.SIGCONT)
+        with self._pausing:
+            if self._paused:
+                self._paused = False
+                self._signal_workers(signal.SIGCONT)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
