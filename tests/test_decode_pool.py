@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,8 +124,6 @@ def test_paused_workers_are_stopped_and_resume(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
 def test_worker_started_while_paused_waits_for_resume(tmp_path):
     """A worker that starts during a pause (the first ones, or one replacing a dead worker) is stopped at once."""
-    import threading
-
     paths = [str(make_video(tmp_path / "0.mp4", num_frames=8))]
     settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, None, None)
     with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
