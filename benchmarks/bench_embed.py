@@ -61,7 +61,7 @@ from _checkpoints import save_tiny_clip_model  # noqa: E402
 from _videos import make_video  # noqa: E402
 
 from videoprism import PRESETS, VideoPrismClipModel, _video_reader  # noqa: E402
-from videoprism.collection import VideoEmbedder, embed_videos, load_video_embedder, local  # noqa: E402
+from videoprism.collection import VideoEmbedder, decode_pool, embed_videos, load_video_embedder  # noqa: E402
 from videoprism.collection.clips import clip_pixels  # noqa: E402
 from videoprism.collection.decode_pool import DECODER_NICENESS, DecodePool, default_workers  # noqa: E402
 from videoprism.video_io import read_video, read_window, read_windows, window_bounds  # noqa: E402
@@ -368,7 +368,7 @@ def main() -> None:
         print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'resize':>7} {'clips':>6} "
               f"{'model only':>13} {'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} "
               f"{'steady':>6}")  # fmt: skip
-        between = local.decode_between_batches
+        between = decode_pool.decode_between_batches
         for dtype in args.dtypes:
             # Model only runs beside the pipeline (same process, same weights); the machine's speed drifts, so it is
             # timed next to each run and the ratio uses the mean of both timings.
@@ -381,10 +381,10 @@ def main() -> None:
                 for mode, nice, workers, threads in runs:
                     before = model_only(embedder, pixels, args.repeats)
                     os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
-                    local.decode_between_batches = between if mode == "auto" else (lambda device: False)
+                    decode_pool.decode_between_batches = between if mode == "auto" else (lambda device: False)
                     with resize_threads(threads):
                         r = pipeline(model_dir, paths, dtype, window, workers, args, tmp)
-                    local.decode_between_batches = between
+                    decode_pool.decode_between_batches = between
                     after = model_only(embedder, pixels, args.repeats)
                     alone = (before + after) / 2
                     print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {workers or 'default':>7} "

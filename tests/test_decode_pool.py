@@ -13,7 +13,7 @@ import torch
 from _checkpoints import save_tiny_clip_model
 from _videos import make_video
 
-from videoprism.collection import decode_pool, embed_videos, local
+from videoprism.collection import decode_pool, embed_videos
 from videoprism.collection.clips import ClipSettings
 from videoprism.collection.decode_pool import DECODER_NICENESS, DecodePool, decoder_niceness
 from videoprism.errors import EmbedSettingsError
@@ -154,7 +154,7 @@ def test_embedding_with_paused_workers_matches_decoding_in_a_thread(tmp_path, mo
         make_video(videos / f"{i}.mp4", num_frames=24 + 8 * i, pattern="ramp" if i % 2 else "solid")
     paused = []  # per forward pass: whether the pool could stop its workers
     pause = DecodePool.pause
-    monkeypatch.setattr(local, "decode_between_batches", lambda device: True)
+    monkeypatch.setattr(decode_pool, "decode_between_batches", lambda device: True)
     monkeypatch.setattr(DecodePool, "pause", lambda self: paused.append(self.pausable) or pause(self))
     stores = {}
     for workers in (1, 0):
@@ -189,8 +189,7 @@ def test_default_workers_take_every_core_only_between_batches(monkeypatch, cpus,
 def test_classify_and_probe_features_pause_workers_around_forward_passes(tmp_path, monkeypatch):
     """Zero-shot classification and probe feature extraction also stop their decoding processes for each forward pass
     on the CPU, and get what a decoding thread gives."""
-    from videoprism.collection import classify, classify_video_files
-    from videoprism.probe import features
+    from videoprism.collection import classify_video_files
     from videoprism.probe.data import load_labelled_set
     from videoprism.probe.features import extract_features
 
@@ -204,8 +203,7 @@ def test_classify_and_probe_features_pause_workers_around_forward_passes(tmp_pat
     paused = []  # per forward pass: whether the pool could stop its workers
     pause = DecodePool.pause
     monkeypatch.setattr(DecodePool, "pause", lambda self: paused.append(self.pausable) or pause(self))
-    for module in (classify, features):
-        monkeypatch.setattr(module, "decode_between_batches", lambda device: True)
+    monkeypatch.setattr(decode_pool, "decode_between_batches", lambda device: True)
     labels = ["a ramp", "a solid colour"]
     threaded = classify_video_files(videos, labels, model, workers=0, batch_size=2, dtype="float32")
     assert paused.count(True) == 0

@@ -18,7 +18,7 @@ from .._sources import resolve_source
 from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..video_io import URL_TIMEOUT_S
 from .clips import MAX_CLIP_BYTES, ClipSettings
-from .decode_pool import DecodePool, decode_between_batches, default_workers
+from .decode_pool import model_decode_pool
 from .embedder import DEFAULT_MODEL, load_video_embedder, require_finite
 from .inputs import expand_inputs
 from .progress import Progress
@@ -120,8 +120,9 @@ def classify_video_files(
     def flush() -> None:
         if not pending:
             return
+        pixels = torch.from_numpy(np.stack([p for _, p in pending]))
         with pool.paused():  # see `decode_between_batches`
-            embeds, _ = embedder(torch.from_numpy(np.stack([p for _, p in pending])))
+            embeds, _ = embedder(pixels)
         require_finite(embeds, source, "video embeddings")
         probs = zero_shot_logits(torch.from_numpy(embeds), classifier.cpu(), temperature).softmax(dim=-1).numpy()
         for (idx, _), row in zip(pending, probs, strict=True):
@@ -140,9 +141,7 @@ def classify_video_files(
     bar = Progress(len(paths), progress, 10.0, name="classify")
     done = failed = 0
     try:
-        pausable = decode_between_batches(embedder.device)
-        num_workers = default_workers(len(paths), pausable) if workers is None else workers
-        with DecodePool(paths, settings, num_workers, 2 * batch_size, pausable) as pool:
+        with model_decode_pool(paths, settings, workers, 2 * batch_size, embedder.device) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":

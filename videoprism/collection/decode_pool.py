@@ -37,6 +37,7 @@ __all__ = [
     "decoder_niceness",
     "decoding_worker_process",
     "default_workers",
+    "model_decode_pool",
     "one_thread_children",
 ]
 
@@ -596,6 +597,17 @@ def decode_between_batches(device: torch.device) -> bool:
     every core this process may use, a decoder running beside it takes a core from one of those threads, and all of
     them wait for that one at each operation. On a GPU, or with cores to spare, decoding overlaps with the model."""
     return _LINUX and device.type == "cpu" and torch.get_num_threads() >= _cpus()
+
+
+def model_decode_pool(
+    paths: Sequence[str | tuple], settings: ClipSettings, workers: int | None, queue_size: int, device: torch.device
+) -> DecodePool:
+    """The `DecodePool` that feeds a model computing on ``device``: pausable where `decode_between_batches` says so
+    (the caller wraps each forward pass in `DecodePool.paused`), with `default_workers` processes unless ``workers``
+    is given."""
+    pausable = decode_between_batches(device)
+    num_workers = default_workers(len(paths), pausable) if workers is None else workers
+    return DecodePool(paths, settings, num_workers, queue_size, pausable)
 
 
 def default_workers(num_videos: int, between_batches: bool = False) -> int:

@@ -26,7 +26,7 @@ from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
 from .clips import MAX_CLIP_BYTES, ClipSettings
-from .decode_pool import DecodePool, decode_between_batches, default_workers
+from .decode_pool import model_decode_pool
 from .embedder import (
     DEFAULT_MODEL,
     VideoEmbedder,
@@ -201,12 +201,10 @@ def _run(
             failures.clear()
         bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
 
-    pausable = decode_between_batches(embedder.device)
-    num_workers = default_workers(len(keys), pausable) if workers is None else workers
-    queue_size = queue_size or 2 * batch_size
+    paths = [k[0] for k in keys]
     t0 = time.perf_counter()
     try:
-        with DecodePool([k[0] for k in keys], settings, num_workers, queue_size, pausable) as pool:
+        with model_decode_pool(paths, settings, workers, queue_size or 2 * batch_size, embedder.device) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":

@@ -35,7 +35,7 @@ import torch
 
 from .._sources import resolve_source
 from ..collection.clips import ClipSettings
-from ..collection.decode_pool import DecodePool, decode_between_batches, default_workers
+from ..collection.decode_pool import model_decode_pool
 from ..collection.embedder import VideoEmbedder, load_processor, load_video_embedder, resolve_dtype
 from ..collection.inputs import resume_key
 from ..collection.progress import Progress
@@ -498,10 +498,8 @@ def _extract(store: _Cache, todo: list[int], embedder: VideoEmbedder, run: _Run)
             pending.clear()
         bar.update(counts["finished"] + counts["failed"], counts["decoded"], counts["failed"])
 
-    pausable = decode_between_batches(embedder.device)
-    num_workers = default_workers(len(todo), pausable) if run.workers is None else run.workers
     try:
-        with DecodePool(spans, settings, num_workers, 2 * run.batch_size, pausable) as pool:
+        with model_decode_pool(spans, settings, run.workers, 2 * run.batch_size, embedder.device) as pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
