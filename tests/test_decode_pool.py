@@ -105,6 +105,7 @@ def test_paused_workers_are_stopped_and_resume(tmp_path):
     settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, None, None)
     with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
         assert pool.worker_threads == decode_pool._cpus()
+        assert pool.worker_settings.read_ahead == (pool.worker_threads > 1)
         events = pool.events()
         kinds = [next(events)[0]]
         (worker,) = pool.workers.values()
@@ -119,6 +120,17 @@ def test_paused_workers_are_stopped_and_resume(tmp_path):
         (worker,) = pool.workers.values()
         pool.pause()
     assert worker.proc.exitcode is not None  # closed while stopped: resumed, then ended
+
+
+@pytest.mark.parametrize("pausable, cpus, ahead", [(True, 2, True), (True, 1, False), (False, 4, False)])
+def test_workers_read_ahead_only_with_cores_of_their_own(monkeypatch, pausable, cpus, ahead):
+    """A decoding process that has the cores between batches decodes a video's next window while resizing this one;
+    one beside the model (a core at most) or alone on one core decodes and resizes by turns."""
+    monkeypatch.setattr(decode_pool, "_cpus", lambda: cpus)
+    settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, 1.0, 0.5)
+    pool = DecodePool(["a.mp4"], settings, 1, 2, pausable=pausable)
+    assert pool.worker_settings.read_ahead is (ahead and pool.pausable)
+    assert settings.read_ahead is False  # the caller's settings are left as they were
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pausing needs Linux")
@@ -155,6 +167,7 @@ def test_embedding_with_paused_workers_matches_decoding_in_a_thread(tmp_path, mo
     paused = []  # per forward pass: whether the pool could stop its workers
     pause = DecodePool.pause
     monkeypatch.setattr(decode_pool, "decode_between_batches", lambda device: True)
+    monkeypatch.setattr(decode_pool, "_cpus", lambda: 2)  # the worker reads windows ahead (two cores to itself)
     monkeypatch.setattr(DecodePool, "pause", lambda self: paused.append(self.pausable) or pause(self))
     stores = {}
     for workers in (1, 0):

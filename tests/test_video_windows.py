@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 from _videos import decode_all, frame_index_of, make_video
 
 from videoprism import _video_reader
-from videoprism.collection.clips import ClipSettings, WindowPixels, clip_pixels, video_clips
+from videoprism.collection.clips import ClipSettings, WindowPixels, clip_pixels, read_ahead, video_clips
 from videoprism.errors import EmbedSettingsError
 from videoprism.video_io import (
     DecodedVideo,
@@ -276,3 +278,115 @@ def test_window_pixels_reuse_only_frames_of_one_pass(monkeypatch: pytest.MonkeyP
         resizes.clear()
         np.testing.assert_array_equal(pixels(win), want)
         assert len(resizes) == resized
+
+
+# -- reading ahead: a window decodes in a thread while the previous one is pre-processed ----------------------------
+
+
+def _clips(path: str, read_ahead: bool) -> tuple[list, list[str]]:
+    """The clips of ``path``, then the warnings and the error (if any) that ended them, as strings."""
+    processor = VideoPrismVideoProcessor(num_frames=4, size=24)
+    settings = ClipSettings(processor.to_dict(), 4, 2.0, 1.0, read_ahead=read_ahead)
+    clips = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            for clip in video_clips(path, processor, settings):
+                clips.append(clip)
+            error = None
+        except VideoDecodeError as err:
+            error = str(err)
+    return clips, [str(w.message) for w in caught] + [f"error: {error}"]
+
+
+@pytest.mark.parametrize("damage", [None, "garbled"])
+def test_video_clips_read_ahead_gives_the_same_clips_and_warnings(make, tmp_path: Path, damage: str | None) -> None:
+    """Windows decoded one ahead in a thread: the same rows, pixels, warnings and error (a damaged stream's too)."""
+    path = make("long_gop.mp4")
+    if damage:
+        data = bytearray(path.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 400] = np.random.default_rng(1).integers(0, 256, 400, np.uint8).tobytes()
+        path = tmp_path / "garbled.mp4"
+        path.write_bytes(bytes(data))
+    (plain, plain_warnings), (ahead, ahead_warnings) = _clips(str(path), False), _clips(str(path), True)
+    assert len(ahead) == len(plain) > 5
+    for (meta, pixels), (want_meta, want_pixels) in zip(ahead, plain, strict=True):
+        assert meta == want_meta
+        np.testing.assert_array_equal(pixels, want_pixels)
+    assert ahead_warnings == plain_warnings
+    assert (plain_warnings != ["error: None"]) == bool(damage)
+
+
+def _live_read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "videoprism-read-ahead"]
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_read_ahead_produces_one_item_ahead_in_another_thread() -> None:
+    """While the caller holds item 0, item 1 waits for it and item 2 is ready to follow: no further, so memory stays
+    bounded by two items beyond the caller's."""
+    produced: list[tuple[int, str]] = []
+
+    def items():
+        for i in range(10):
+            produced.append((i, threading.current_thread().name))
+            yield i
+
+    ahead = read_ahead(items())
+    assert next(ahead) == 0
+    assert _wait_for(lambda: len(produced) == 3)
+    time.sleep(0.3)
+    assert len(produced) == 3
+    assert {name for _, name in produced} == {"videoprism-read-ahead"}
+    assert list(ahead) == list(range(1, 10))
+    assert not _live_read_ahead_threads()
+
+
+def test_read_ahead_raises_the_error_after_the_items_before_it() -> None:
+    def items():
+        yield 1
+        yield 2
+        raise VideoDecodeError("video.mp4: cannot decode frame 40")
+
+    got = []
+    with pytest.raises(VideoDecodeError, match="cannot decode frame 40"):
+        for item in read_ahead(items()):
+            got.append(item)
+    assert got == [1, 2]
+    assert not _live_read_ahead_threads()
+
+
+def test_read_ahead_closed_early_stops_and_closes_its_source() -> None:
+    """A caller that stops early (the main process went away) ends the thread, which closes the source generator
+    (an open video) itself."""
+    closed_in = []
+
+    def items():
+        try:
+            yield from range(100)
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    ahead = read_ahead(items())
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed_in == ["videoprism-read-ahead"]
+    assert not _live_read_ahead_threads()
+
+
+def test_read_ahead_warnings_reach_the_caller() -> None:
+    def items():
+        warnings.warn("frame 3 is damaged", stacklevel=1)
+        yield 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(read_ahead(items())) == [1]
+    assert [str(w.message) for w in caught] == ["frame 3 is damaged"]

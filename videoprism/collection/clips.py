@@ -9,9 +9,12 @@ windows, in one pass over the video); the processor only resizes and rescales th
 
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,7 +22,15 @@ from ..errors import EmbedSettingsError, VideoDecodeError
 from ..video_io import URL_TIMEOUT_S, DecodedVideo, VideoWindow, read_video, read_windows
 from .thumbnails import POSTERS_KEY, clip_posters
 
-__all__ = ["MAX_CLIP_BYTES", "ClipSettings", "WindowPixels", "clip_pixels", "error_text", "video_clips"]
+__all__ = [
+    "MAX_CLIP_BYTES",
+    "ClipSettings",
+    "WindowPixels",
+    "clip_pixels",
+    "error_text",
+    "read_ahead",
+    "video_clips",
+]
 
 #: Default bound on one clip's float32 pixels (the models' 16 x 288 x 288 clips take 16 MiB).
 MAX_CLIP_BYTES = 1 << 30
@@ -36,6 +47,9 @@ class ClipSettings:
     posters: bool = False  # attach poster JPEGs (`thumbnails.clip_posters`) to each clip's metadata
     network_timeout: float = URL_TIMEOUT_S  # seconds a URL may stall (see `read_video`)
     max_clip_bytes: int = MAX_CLIP_BYTES  # refuse settings whose clips' pixels would take more memory
+    # Decode a video's next window in a thread while this one is pre-processed (`read_ahead`): for a decoding process
+    # with cores of its own, where one long video would otherwise decode and resize by turns.
+    read_ahead: bool = False
 
     def __post_init__(self) -> None:
         t = self.network_timeout
@@ -86,6 +100,65 @@ class WindowPixels:
         return pixels
 
 
+_T = TypeVar("_T")
+_READ_AHEAD_POLL_S = 0.1  # how often a thread waiting to hand over an item checks that it is still wanted
+
+
+def read_ahead(items: Iterator[_T]) -> Iterator[_T]:
+    """``items``, produced by a thread one item ahead of the caller, so that decoding (which releases the GIL) runs
+    while the caller pre-processes the previous item.
+
+    Items and an error of ``items`` arrive in order, the error raised here as it was raised there. Closing this
+    generator (the caller stops early) stops the thread at its next item and closes ``items`` in it. The thread runs
+    in a copy of the caller's context, so warnings it emits reach the caller's `warnings.catch_warnings` where that
+    is context-local.
+    """
+    handover: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand_over(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handover.put(entry, timeout=_READ_AHEAD_POLL_S)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        outcome: BaseException | None = None
+        try:
+            for item in items:
+                if not hand_over((True, item)):
+                    break
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, which raises it
+            outcome = err
+        try:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator left early releases what it holds (an open video) in this thread
+        except BaseException as err:  # noqa: BLE001
+            outcome = outcome or err
+        hand_over((False, outcome))
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(produce,), name="videoprism-read-ahead", daemon=True
+    )
+    thread.start()
+    try:
+        while True:
+            more, value = handover.get()
+            if more:
+                yield value
+            elif value is None:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _meta(video: DecodedVideo, kind: str, start: float | None, end: float | None, rows: int) -> dict[str, Any]:
     return {
         "kind": kind,
@@ -120,6 +193,8 @@ def video_clips(
         yield row, clip_pixels(processor, video)
         return
     windows = read_windows(path, settings.num_frames, settings.window, settings.stride, settings.network_timeout)
+    if settings.read_ahead:
+        windows = read_ahead(windows)
     window_pixels = WindowPixels(processor)
     for win in windows:
         row = _meta(win.video, "window", win.start, win.end, win.count + 1)

@@ -11,6 +11,7 @@ had not begun go to the other workers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -283,7 +284,8 @@ class DecodePool:
     Decoding processes (and, on Linux, the decoding thread, with every thread it starts) run at a lower priority
     (`decoder_niceness`), and the decoding thread resizes frames itself, so decoding takes what the model leaves.
     With ``pausable`` (see `decode_between_batches`) the caller stops the decoding processes while its model
-    computes (`pause`, `resume`, `paused`): they then decode only between batches, each resizing on every core.
+    computes (`pause`, `resume`, `paused`): they then decode only between batches, each resizing on every core and
+    decoding a video's next window while it resizes this one (`clips.read_ahead`).
 
     Raises:
         EmbedSettingsError: VIDEOPRISM_DECODER_NICE is invalid (see `decoder_niceness`).
@@ -307,6 +309,8 @@ class DecodePool:
         # Paused between batches, the workers have the cores to themselves: each resizes on all of them, so that one
         # worker alone with work (one long video, the end of a collection) still uses every core.
         self.worker_threads = _cpus() if self.pausable else 1
+        # With cores of their own, they also decode a video's next window while resizing this one.
+        self.worker_settings = dataclasses.replace(settings, read_ahead=settings.read_ahead or self.worker_threads > 1)
         self._paused = False
         self._pausing = threading.Lock()  # a worker the pump thread starts while paused is stopped too
         self._stop = threading.Event()
@@ -399,7 +403,7 @@ class DecodePool:
         result_recv, result_send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_pipe_worker_process,
-            args=(task_recv, result_send, self.settings, wid, self.niceness, self.worker_threads),
+            args=(task_recv, result_send, self.worker_settings, wid, self.niceness, self.worker_threads),
             daemon=True,
             name=f"videoprism-decode-{wid}",
         )
