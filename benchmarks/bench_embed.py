@@ -20,7 +20,8 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
   clips/s end to end and its ratio to model only (the mean of its two timings), and the model-busy fraction: time
   the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on); per
   ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
-  the model), ``--decoder-nice`` niceness, ``--workers`` count and ``--resize-threads`` per decoding process;
+  the model), ``--decoder-nice`` niceness, ``--workers`` count, ``--resize-threads`` per decoding process and
+  ``--read-ahead`` (``auto``: embed's choice; ``off``: no decoding process decodes a window ahead);
 * ``decode only`` (windowed sets): every window of every video decoded the old way (one `read_window` per window,
   each reopening and rescanning the file) and in one pass (`read_windows`), frames counted and checked equal.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import os
 import platform
@@ -260,15 +262,19 @@ def pipeline(
 
 
 @contextlib.contextmanager
-def resize_threads(threads: int | None) -> Iterator[None]:
-    """Decoding processes started inside resize with ``threads`` threads each (None: the pool's own choice)."""
+def pool_choices(threads: int | None, read_ahead: str) -> Iterator[None]:
+    """Decoding processes started inside resize with ``threads`` threads each (None: the pool's own choice) and read
+    windows ahead as the pool chooses (``read_ahead`` "auto") or never ("off")."""
     original = DecodePool.__init__
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        self.worker_threads = threads
+        if threads is not None:
+            self.worker_threads = threads
+        if read_ahead == "off":
+            self.worker_settings = dataclasses.replace(self.worker_settings, read_ahead=False)
 
-    if threads is not None:
+    if threads is not None or read_ahead != "auto":
         DecodePool.__init__ = init
     try:
         yield
@@ -299,6 +305,14 @@ def main() -> None:
         nargs="+",
         default=[None],
         help="threads each decoding process resizes with (several: one run each; default: embed's choice)",
+    )
+    parser.add_argument(
+        "--read-ahead",
+        nargs="+",
+        choices=["auto", "off"],
+        default=["auto"],
+        help="auto: embed's choice (decoding processes with cores of their own decode a video's next window while "
+        "resizing this one); off: never (several: one run each)",
     )
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     parser.add_argument("--device", default="auto")
@@ -365,8 +379,8 @@ def main() -> None:
               "model)")  # fmt: skip
         print(f"# CPU: {cpu_name()}; busy = model computing / pipeline wall time (steady: from the first batch on); "
               "model only: right before / right after each pipeline run")  # fmt: skip
-        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'resize':>7} {'clips':>6} "
-              f"{'model only':>13} {'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} "
+        print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'resize':>7} {'ahead':>5} "
+              f"{'clips':>6} {'model only':>13} {'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} "
               f"{'steady':>6}")  # fmt: skip
         between = decode_pool.decode_between_batches
         for dtype in args.dtypes:
@@ -377,18 +391,20 @@ def main() -> None:
             pixels = torch.from_numpy(np.stack([clip] * args.batch_size))
             embedder(pixels)  # the first pass at a new shape is much slower on CPU
             for name, (paths, window) in sets.items():
-                runs = itertools.product(args.decoding, args.decoder_nice, args.workers, args.resize_threads)
-                for mode, nice, workers, threads in runs:
+                runs = itertools.product(
+                    args.decoding, args.decoder_nice, args.workers, args.resize_threads, args.read_ahead
+                )
+                for mode, nice, workers, threads, ahead in runs:
                     before = model_only(embedder, pixels, args.repeats)
                     os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
                     decode_pool.decode_between_batches = between if mode == "auto" else (lambda device: False)
-                    with resize_threads(threads):
+                    with pool_choices(threads, ahead):
                         r = pipeline(model_dir, paths, dtype, window, workers, args, tmp)
                     decode_pool.decode_between_batches = between
                     after = model_only(embedder, pixels, args.repeats)
                     alone = (before + after) / 2
                     print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {workers or 'default':>7} "
-                          f"{threads or 'default':>7} {r['clips']:>6} "
+                          f"{threads or 'default':>7} {ahead:>5} {r['clips']:>6} "
                           f"{before:>6.3f}/{after:<6.3f} {r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} "
                           f"{r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} {pct(r['steady_busy']):>6}",
                           flush=True)  # fmt: skip
