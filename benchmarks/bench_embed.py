@@ -21,7 +21,8 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
   the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on); per
   ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
   the model), ``--decoder-nice`` niceness, ``--workers`` count, ``--resize-threads`` per decoding process and
-  ``--read-ahead`` (``auto``: embed's choice; ``off``: no decoding process decodes a window ahead);
+  ``--read-ahead`` (``auto``: embed's choice; ``off``: no decoding process decodes a window ahead); the
+  ``workers`` and ``ahead`` columns show what each run used (``thread``: no decoding process, as for 1-2 videos);
 * ``decode only`` (windowed sets): every window of every video decoded the old way (one `read_window` per window,
   each reopening and rescanning the file) and in one pass (`read_windows`), frames counted and checked equal.
 
@@ -262,10 +263,13 @@ def pipeline(
 
 
 @contextlib.contextmanager
-def pool_choices(threads: int | None, read_ahead: str) -> Iterator[None]:
+def pool_choices(threads: int | None, read_ahead: str) -> Iterator[dict[str, str]]:
     """Decoding processes started inside resize with ``threads`` threads each (None: the pool's own choice) and read
-    windows ahead as the pool chooses (``read_ahead`` "auto") or never ("off")."""
+    windows ahead as the pool chooses (``read_ahead`` "auto") or never ("off"). Yields what the run used: its
+    decoding processes ("thread" where one thread of this process decodes) and whether they read ahead ("-": no
+    process to read ahead)."""
     original = DecodePool.__init__
+    used = {"workers": "thread", "ahead": "-"}
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
@@ -273,11 +277,12 @@ def pool_choices(threads: int | None, read_ahead: str) -> Iterator[None]:
             self.worker_threads = threads
         if read_ahead == "off":
             self.worker_settings = dataclasses.replace(self.worker_settings, read_ahead=False)
+        if not self.threaded:
+            used.update(workers=str(self.num_workers), ahead="on" if self.worker_settings.read_ahead else "off")
 
-    if threads is not None or read_ahead != "auto":
-        DecodePool.__init__ = init
+    DecodePool.__init__ = init
     try:
-        yield
+        yield used
     finally:
         DecodePool.__init__ = original
 
@@ -398,13 +403,13 @@ def main() -> None:
                     before = model_only(embedder, pixels, args.repeats)
                     os.environ["VIDEOPRISM_DECODER_NICE"] = str(nice)  # read by each decoding process it spawns
                     decode_pool.decode_between_batches = between if mode == "auto" else (lambda device: False)
-                    with pool_choices(threads, ahead):
+                    with pool_choices(threads, ahead) as used:
                         r = pipeline(model_dir, paths, dtype, window, workers, args, tmp)
                     decode_pool.decode_between_batches = between
                     after = model_only(embedder, pixels, args.repeats)
                     alone = (before + after) / 2
-                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {workers or 'default':>7} "
-                          f"{threads or 'default':>7} {ahead:>5} {r['clips']:>6} "
+                    print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {used['workers']:>7} "
+                          f"{threads or 'default':>7} {used['ahead']:>5} {r['clips']:>6} "
                           f"{before:>6.3f}/{after:<6.3f} {r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} "
                           f"{r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} {pct(r['steady_busy']):>6}",
                           flush=True)  # fmt: skip
