@@ -28,6 +28,7 @@ __all__ = [
     "WindowPixels",
     "clip_pixels",
     "error_text",
+    "put_unless_stopped",
     "read_ahead",
     "video_clips",
 ]
@@ -104,6 +105,18 @@ _T = TypeVar("_T")
 _READ_AHEAD_POLL_S = 0.1  # how often a thread waiting to hand over an item checks that it is still wanted
 
 
+def put_unless_stopped(into: queue.Queue, item: Any, stop: threading.Event, poll_s: float) -> bool:
+    """Puts ``item`` into the bounded queue ``into``, checking every ``poll_s`` seconds while it is full that ``stop``
+    is not set; False when it was (the item is dropped)."""
+    while not stop.is_set():
+        try:
+            into.put(item, timeout=poll_s)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
 def read_ahead(items: Iterator[_T]) -> Iterator[_T]:
     """``items``, produced by a thread one item ahead of the caller, so that decoding (which releases the GIL) runs
     while the caller pre-processes the previous item.
@@ -117,13 +130,7 @@ def read_ahead(items: Iterator[_T]) -> Iterator[_T]:
     stop = threading.Event()
 
     def hand_over(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                handover.put(entry, timeout=_READ_AHEAD_POLL_S)
-                return True
-            except queue.Full:
-                pass
-        return False
+        return put_unless_stopped(handover, entry, stop, _READ_AHEAD_POLL_S)
 
     def produce() -> None:
         outcome: BaseException | None = None

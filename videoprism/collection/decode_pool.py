@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import DecodingWorkerError, EmbedSettingsError
-from .clips import ClipSettings, error_text, video_clips
+from .clips import ClipSettings, error_text, put_unless_stopped, video_clips
 
 __all__ = [
     "POLL_S",
@@ -334,13 +334,7 @@ class DecodePool:
         out: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
 
         def put(item: Any) -> bool:
-            while not self._stop.is_set():
-                try:
-                    out.put(item, timeout=POLL_S)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+            return put_unless_stopped(out, item, self._stop, POLL_S)
 
         def pump() -> None:
             try:
