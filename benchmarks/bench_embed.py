@@ -18,7 +18,8 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
   the same shape), timed right before and right after each pipeline run, since the machine's speed drifts;
 * per set: `embed_videos` into a fresh store (decoding in worker processes, inference, store writes, compaction):
   clips/s end to end and its ratio to model only (the mean of its two timings), and the model-busy fraction: time
-  the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on); per
+  the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on), and
+  ``first``: seconds from the call to the first forward pass (model loading and the first batch's decoding); per
   ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
   the model), ``--decoder-nice`` niceness, ``--workers`` count, ``--resize-threads`` per decoding process and
   ``--read-ahead`` (``auto``: embed's choice; ``off``: no decoding process decodes a window ahead); the
@@ -259,6 +260,7 @@ def pipeline(
         "pipeline": summary.clips / summary.seconds,
         "busy": computing / summary.seconds,
         "steady_busy": steady_busy,
+        "first_s": calls[0][0] - t0,
     }
 
 
@@ -386,7 +388,7 @@ def main() -> None:
               "model only: right before / right after each pipeline run")  # fmt: skip
         print(f"{'set':<40} {'dtype':<9} {'decoding':<8} {'nice':>4} {'workers':>7} {'resize':>7} {'ahead':>5} "
               f"{'clips':>6} {'model only':>13} {'end to end':>10} {'pipeline':>8} {'ratio':>5} {'busy':>5} "
-              f"{'steady':>6}")  # fmt: skip
+              f"{'steady':>6} {'first':>6}")  # fmt: skip
         between = decode_pool.decode_between_batches
         for dtype in args.dtypes:
             # Model only runs beside the pipeline (same process, same weights); the machine's speed drifts, so it is
@@ -411,7 +413,8 @@ def main() -> None:
                     print(f"{name:<40} {dtype:<9} {mode:<8} {nice:>4} {used['workers']:>7} "
                           f"{threads or 'default':>7} {used['ahead']:>5} {r['clips']:>6} "
                           f"{before:>6.3f}/{after:<6.3f} {r['end_to_end']:>10.3f} {r['pipeline']:>8.3f} "
-                          f"{r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} {pct(r['steady_busy']):>6}",
+                          f"{r['pipeline'] / alone:>5.2f} {pct(r['busy']):>5} {pct(r['steady_busy']):>6} "
+                          f"{r['first_s']:>6.1f}",
                           flush=True)  # fmt: skip
             del embedder
         print(f"(clips/s; ratio = pipeline / model only, goal >= 0.90; load {load_text()})")

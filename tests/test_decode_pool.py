@@ -188,6 +188,52 @@ def test_embedding_with_paused_workers_matches_decoding_in_a_thread(tmp_path, mo
     np.testing.assert_array_equal(rows[1][1], rows[0][1])
 
 
+def test_started_pool_decodes_before_its_events_are_read(tmp_path):
+    """`start` sets the workers decoding before anyone reads `events` (the caller loads its model meanwhile): videos
+    deleted after they were decoded, and before `events` is called, still give their clips."""
+    paths = [str(make_video(tmp_path / f"{i}.mp4", num_frames=8)) for i in range(2)]
+    settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, None, None)
+    with DecodePool(paths, settings, 1, 8) as pool:
+        assert pool.start() is pool and pool.start() is pool  # a second call starts nothing more
+        deadline = time.monotonic() + 60
+        while not (pool.workers and all(not w.assigned for w in pool.workers.values())):
+            assert time.monotonic() < deadline, "the started pool did not decode its videos"
+            time.sleep(0.02)
+        assert len(pool.workers) == 1
+        for path in paths:
+            os.remove(path)
+        events = list(pool.events())
+    assert sorted((e[0], e[1]) for e in events) == [("clip", 0), ("clip", 1), ("done", 0), ("done", 1)]
+    assert all(e[3].shape == (2, 3, 16, 16) for e in events if e[0] == "clip")
+
+
+def test_embed_closes_started_workers_when_the_model_fails_to_load(tmp_path, monkeypatch):
+    """embed starts decoding before it loads the model: a model that cannot be loaded stops those workers, and no
+    store is made."""
+    from videoprism.collection import local
+    from videoprism.errors import CheckpointError
+
+    videos = [make_video(tmp_path / f"{i}.mp4", num_frames=8) for i in range(3)]
+    pools, procs = [], []
+    real_pool = local.model_decode_pool
+    monkeypatch.setattr(local, "model_decode_pool", lambda *a, **k: pools.append(real_pool(*a, **k)) or pools[-1])
+
+    def broken(*args, **kwargs):
+        deadline = time.monotonic() + 60
+        while not pools[0].workers and time.monotonic() < deadline:  # decoding has begun
+            time.sleep(0.02)
+        procs.extend(worker.proc for worker in pools[0].workers.values())
+        raise CheckpointError("model.safetensors is damaged")
+
+    monkeypatch.setattr(local, "load_video_embedder", broken)
+    model = save_tiny_clip_model(tmp_path / "model")
+    with pytest.raises(CheckpointError, match="damaged"):
+        embed_videos(videos, tmp_path / "store", model, workers=2, progress=False, thumbnails=False)
+    assert len(pools) == 1 and not pools[0]._pump.is_alive()
+    assert procs and all(proc.exitcode is not None for proc in procs)  # every decoding process ended
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("cpus, spare, every", [(1, 1, 1), (2, 1, 2), (4, 3, 4), (16, 8, 8)])
 def test_default_workers_take_every_core_only_between_batches(monkeypatch, cpus, spare, every):
     """Decoding beside the model leaves it a core; decoding between batches has them all (at most 8 processes)."""

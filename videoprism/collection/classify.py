@@ -19,7 +19,7 @@ from ..errors import EmbedSettingsError, NoVideosFoundError
 from ..video_io import URL_TIMEOUT_S
 from .clips import MAX_CLIP_BYTES, ClipSettings
 from .decode_pool import model_decode_pool
-from .embedder import DEFAULT_MODEL, load_video_embedder, require_finite
+from .embedder import DEFAULT_MODEL, load_processor, load_video_embedder, require_finite, resolve_device
 from .inputs import expand_inputs
 from .progress import Progress
 
@@ -104,16 +104,15 @@ def classify_video_files(
     if not paths:
         raise NoVideosFoundError(f"no video files found in {videos!r}")
     source = resolve_source(model)  # once, for the model, its processor and its tokenizer
-    embedder, processor = load_video_embedder(source, device=device, dtype=dtype, num_frames=num_frames)
-    if not embedder.has_text:
-        raise EmbedSettingsError(
-            f"model {source} embeds videos only (no text tower); zero-shot classification needs a video-text "
-            f"checkpoint such as {DEFAULT_MODEL}"
-        )
-    tokenizer = VideoPrismTokenizer.from_pretrained(source)
-    classifier = build_zero_shot_classifier(embedder.model, tokenizer, labels, templates)
-    require_finite(classifier, source, "label embeddings")
-
+    processor = load_processor(source, num_frames)
+    settings = ClipSettings(
+        processor.to_dict(),
+        processor.num_frames,
+        None,
+        None,
+        network_timeout=network_timeout,
+        max_clip_bytes=max_clip_bytes,
+    )
     results = [Classification(path) for path in paths]
     pending: list[tuple[int, np.ndarray]] = []
 
@@ -130,18 +129,20 @@ def classify_video_files(
             results[idx].labels = [(labels[j], float(row[j])) for j in order]
         pending.clear()
 
-    settings = ClipSettings(
-        processor.to_dict(),
-        embedder.num_frames,
-        None,
-        None,
-        network_timeout=network_timeout,
-        max_clip_bytes=max_clip_bytes,
-    )
     bar = Progress(len(paths), progress, 10.0, name="classify")
     done = failed = 0
     try:
-        with model_decode_pool(paths, settings, workers, 2 * batch_size, embedder.device) as pool:
+        # Decoding starts while the model loads and embeds the labels.
+        with model_decode_pool(paths, settings, workers, 2 * batch_size, resolve_device(device)).start() as pool:
+            embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
+            if not embedder.has_text:
+                raise EmbedSettingsError(
+                    f"model {source} embeds videos only (no text tower); zero-shot classification needs a video-text "
+                    f"checkpoint such as {DEFAULT_MODEL}"
+                )
+            tokenizer = VideoPrismTokenizer.from_pretrained(source)
+            classifier = build_zero_shot_classifier(embedder.model, tokenizer, labels, templates)
+            require_finite(classifier, source, "label embeddings")
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":

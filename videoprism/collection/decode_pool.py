@@ -271,7 +271,8 @@ class DecodePool:
     Each worker process has a pipe for its tasks and one for its events, and is given at most two videos at a time,
     so a worker that dies (killed, out of memory, a crash inside a decoder) fails the video it was reading, its
     other video goes to another worker, and the pool never waits on a message that a dead process left half-sent.
-    A worker blocks while its event is not read, so about one clip per worker waits in the pipes.
+    A worker blocks while its event is not read, so about one clip per worker waits in the pipes. Decoding begins
+    with `events`, or earlier with `start` (the caller can then load its model while the first clips are decoded).
 
     Args:
         paths: Videos to decode; a ``(path, start, end)`` span (seconds, None for either end) gives one clip of the
@@ -319,42 +320,51 @@ class DecodePool:
         self._idle_deaths = 0  # workers that died, in a row, before starting any video
         self.ctx = mp.get_context("spawn")
         self._pump: threading.Thread | None = None
+        self._pump_out: queue.Queue | None = None
+
+    def start(self) -> DecodePool:
+        """Begins decoding now, ahead of `events`: the worker processes start, import their libraries and decode the
+        first clips (up to ``queue_size`` wait for the caller) while the caller does something else, such as loading
+        its model. Decoding in a thread (``workers=0``) begins with `events`. Returns the pool."""
+        if self._pump is None and self.paths and not self.threaded:
+            self._pump_out = queue.Queue(maxsize=max(1, self.queue_size))
+            self._pump = threading.Thread(
+                target=self._pump_events, args=(self._process_events(),), daemon=True, name="videoprism-decode-pump"
+            )
+            self._pump.start()
+        return self
 
     def events(self) -> Iterator[tuple]:
         if not self.paths:
             return
         if self.threaded:
             yield from self._thread_events()
-        else:
-            yield from self._pumped(self._process_events())
-
-    def _pumped(self, events: Iterator[tuple]) -> Iterator[tuple]:
-        """``events``, read by a thread into a queue of ``queue_size`` items, so the workers' pipes are drained (and
-        they decode ahead) while the caller is busy with earlier clips; an error of the thread is raised here."""
-        out: queue.Queue = queue.Queue(maxsize=max(1, self.queue_size))
-
-        def put(item: Any) -> bool:
-            return put_unless_stopped(out, item, self._stop, POLL_S)
-
-        def pump() -> None:
-            try:
-                for event in events:
-                    if not put(event):
-                        return
-            except BaseException as err:  # noqa: BLE001 - handed to the consumer, who raises it
-                put(_Raised(err))
-            else:
-                put(_END)
-
-        self._pump = threading.Thread(target=pump, daemon=True, name="videoprism-decode-pump")
-        self._pump.start()
+            return
+        # The pump thread reads the workers' events into a queue of ``queue_size`` items, so their pipes are drained
+        # (and they decode ahead) while the caller is busy with earlier clips; its error is raised here.
+        self.start()
         while True:
-            item = out.get()
+            item = self._pump_out.get()
             if item is _END:
                 return
             if isinstance(item, _Raised):
                 raise item.error
             yield item
+
+    def _pump_events(self, events: Iterator[tuple]) -> None:
+        """The pump thread: ``events`` into the queue that `events` reads, then its end or its error."""
+
+        def put(item: Any) -> bool:
+            return put_unless_stopped(self._pump_out, item, self._stop, POLL_S)
+
+        try:
+            for event in events:
+                if not put(event):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, who raises it
+            put(_Raised(err))
+        else:
+            put(_END)
 
     def _thread_events(self) -> Iterator[tuple]:
         task_q: Any = queue.Queue()

@@ -1,18 +1,19 @@
 """Embed whole video collections into an embedding store on this machine: `embed_videos`, behind `videoprism embed`.
 
 The main process expands the inputs (`videoprism.collection.inputs`), skips the videos the store already holds (same
-path, size, mtime and model), loads the model once (`videoprism.collection.embedder`) and runs batched inference on
-the clips that decoding worker processes (`videoprism.collection.decode_pool`) stream to it, so the model stays busy
-while memory stays bounded. Where the model computes on the CPU with a thread on every core, the decoding processes
-are stopped during each forward pass and decode between batches (`decode_between_batches`): beside the model they
-would stall all its threads. Each batch is written to the store as soon as it is embedded
-(`videoprism.collection.pipeline`), so an interrupted run (Ctrl-C, a kill, a crash) loses at most the batch in
-flight, and the next run resumes where it stopped. A video that cannot be decoded is recorded in the store with its
-error message and the run goes on.
+path, size, mtime and model), starts the decoding worker processes (`videoprism.collection.decode_pool`), loads the
+model once while they start (`videoprism.collection.embedder`) and runs batched inference on the clips they stream to
+it, so the model stays busy while memory stays bounded. Where the model computes on the CPU with a thread on every
+core, the decoding processes are stopped during each forward pass and decode between batches
+(`decode_between_batches`): beside the model they would stall all its threads. Each batch is written to the store as
+soon as it is embedded (`videoprism.collection.pipeline`), so an interrupted run (Ctrl-C, a kill, a crash) loses at
+most the batch in flight, and the next run resumes where it stopped. A video that cannot be decoded is recorded in the
+store with its error message and the run goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -25,8 +26,8 @@ import torch
 from ..errors import EmbedSettingsError
 from ..store import MANIFEST_NAME, EmbeddingStore
 from ..video_io import URL_TIMEOUT_S
-from .clips import MAX_CLIP_BYTES, ClipSettings
-from .decode_pool import model_decode_pool
+from .clips import MAX_CLIP_BYTES
+from .decode_pool import DecodePool, model_decode_pool
 from .embedder import (
     DEFAULT_MODEL,
     VideoEmbedder,
@@ -130,30 +131,33 @@ def embed_videos(
                     network_timeout=network_timeout, max_clip_bytes=max_clip_bytes)  # fmt: skip
     source, summary, processor, settings = run.source, run.summary, run.processor, run.settings
     model_id = source.model_id
-    embedder = None
     existed = (Path(store) / MANIFEST_NAME).is_file()
-    if existed:
-        writer = EmbeddingStore.open(store, model_id=model_id)
-    else:
-        embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
-        summary.dtype = embedder.dtype_name
-        writer = EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim, model_dtype=summary.dtype)
-    with writer:
-        if existed:  # even when there is nothing to do: a re-run with other settings must not look like a success
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(EmbeddingStore.open(store, model_id=model_id)) if existed else None
+        if writer is not None:  # even when there is nothing to do: a re-run with other settings must not succeed
             check_settings(writer, processor.num_frames, window, stride)
-        keys, failures = plan_videos(run.paths, writer, retry_failed, summary)
+        keys, failures = plan_videos(run.paths, writer, retry_failed, summary)  # a new store holds no video yet
+        pool = None
+        if keys:  # decoding starts while the model loads: the first batch is (partly) decoded when it is ready
+            size = queue_size or 2 * batch_size
+            pool = model_decode_pool([k[0] for k in keys], settings, workers, size, resolve_device(device))
+            stack.enter_context(pool).start()
+        embedder = None
+        if keys or writer is None:  # a new store needs the model's embedding width
+            embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
+            summary.dtype = embedder.dtype_name
+        if writer is None:
+            writer = stack.enter_context(
+                EmbeddingStore.open(store, model_id=model_id, dim=embedder.dim, model_dtype=summary.dtype)
+            )
         if failures:
             writer.write_failures(failures)
-        if keys:
-            if embedder is None:
-                embedder, _ = load_video_embedder(source, device=device, dtype=dtype, processor=processor)
-                summary.dtype = embedder.dtype_name
+        if pool is not None:
             if embedder.dim != writer.dim:
                 raise EmbedSettingsError(
                     f"model {model_id} gives {embedder.dim}-d embeddings; store {store} holds {writer.dim}-d ones"
                 )
-            _run(writer, keys, embedder, settings, summary, batch_size, workers, frames, queue_size, progress,
-                 progress_interval, model)  # fmt: skip
+            _run(writer, keys, embedder, pool, summary, batch_size, frames, progress, progress_interval, model)
         if compact:
             writer.compact()
     return summary
@@ -163,18 +167,16 @@ def _run(
     writer: EmbeddingStore,
     keys: list[VideoKey],
     embedder: VideoEmbedder,
-    settings: ClipSettings,
+    pool: DecodePool,
     summary: EmbedSummary,
     batch_size: int,
-    workers: int | None,
     frames: bool,
-    queue_size: int | None,
     progress: bool | str,
     progress_interval: float,
     model: str | os.PathLike[str],
 ) -> None:
-    """The decode -> embed -> write loop of `embed_videos`."""
-    windowed = settings.window is not None
+    """The decode -> embed -> write loop of `embed_videos`, on the clips of ``pool`` (closed at the end)."""
+    windowed = pool.settings.window is not None
     states: dict[int, VideoState] = {}
     pending: list[tuple[int, dict[str, Any], np.ndarray]] = []
     failures: list[dict[str, Any]] = []
@@ -201,10 +203,9 @@ def _run(
             failures.clear()
         bar.update(summary.embedded + summary.failed - failed_before, summary.clips, summary.failed)
 
-    paths = [k[0] for k in keys]
     t0 = time.perf_counter()
     try:
-        with model_decode_pool(paths, settings, workers, queue_size or 2 * batch_size, embedder.device) as pool:
+        with pool:
             for event in pool.events():
                 kind, idx = event[:2]
                 if kind == "clip":
