@@ -188,6 +188,24 @@ def test_embedding_with_paused_workers_matches_decoding_in_a_thread(tmp_path, mo
     np.testing.assert_array_equal(rows[1][1], rows[0][1])
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and pauses workers")
+def test_decoding_processes_never_load_torch(tmp_path):
+    """A decoding process pre-processes frames with PyAV, numpy and PIL only: it never loads torch (seconds and
+    hundreds of MB per process)."""
+    paths = [str(make_video(tmp_path / f"{i}.mp4", num_frames=8)) for i in range(3)]
+    settings = ClipSettings(VideoPrismVideoProcessor(num_frames=2, size=16).to_dict(), 2, 0.1, None, posters=True)
+    with DecodePool(paths, settings, 1, 2, pausable=True) as pool:
+        events = pool.events()
+        first = next(events)
+        (worker,) = pool.workers.values()
+        with pool.paused():  # stopped, so still there to be looked at
+            maps = Path(f"/proc/{worker.proc.pid}/maps").read_text()
+        kinds = [first[0]] + [event[0] for event in events]
+    assert "libavcodec" in maps  # the process that decoded
+    assert "libtorch" not in maps and "libc10" not in maps
+    assert kinds.count("done") == 3 and kinds.count("clip") >= 3
+
+
 def test_started_pool_decodes_before_its_events_are_read(tmp_path):
     """`start` sets the workers decoding before anyone reads `events` (the caller loads its model meanwhile): videos
     deleted after they were decoded, and before `events` is called, still give their clips."""
@@ -232,6 +250,23 @@ def test_embed_closes_started_workers_when_the_model_fails_to_load(tmp_path, mon
     assert len(pools) == 1 and not pools[0]._pump.is_alive()
     assert procs and all(proc.exitcode is not None for proc in procs)  # every decoding process ended
     assert not (tmp_path / "store").exists()
+
+
+def test_classify_stops_its_started_workers_when_the_model_has_no_text_tower(tmp_path):
+    """classify starts decoding before it loads the model: a video-only model is refused with its reason, and the
+    decoding processes already started are ended."""
+    import multiprocessing
+
+    from videoprism import VideoPrismClipModel
+    from videoprism.collection import classify_video_files
+
+    vision = tmp_path / "vision"
+    VideoPrismClipModel.from_pretrained(save_tiny_clip_model(tmp_path / "clip")).video_model.save_pretrained(vision)
+    VideoPrismVideoProcessor(num_frames=4, size=32).save_pretrained(vision)
+    videos = [make_video(tmp_path / f"{i}.mp4", num_frames=8) for i in range(3)]
+    with pytest.raises(EmbedSettingsError, match="embeds videos only .no text tower.; zero-shot classification"):
+        classify_video_files(videos, ["a", "b"], vision, workers=2, dtype="float32")
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("videoprism-decode")]
 
 
 @pytest.mark.parametrize("cpus, spare, every", [(1, 1, 1), (2, 1, 2), (4, 3, 4), (16, 8, 8)])

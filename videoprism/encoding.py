@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class BatchEncoding(dict):
@@ -25,6 +26,8 @@ class BatchEncoding(dict):
             device: A device, or a dtype (then used as `dtype`).
             dtype: Casts floating-point tensors only (pixel values), never token ids or masks.
         """
+        import torch  # here: decoding processes build encodings without ever importing torch
+
         if isinstance(device, torch.dtype):
             device, dtype = None, device
         for key, value in self.items():

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ._sources import ModelSource, resolve_source
 from .encoding import BatchEncoding
 from .errors import VideoInputError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +83,19 @@ def _is_decoded_video(obj: Any) -> bool:
     return isinstance(getattr(obj, "frames", None), np.ndarray) and hasattr(obj, "num_frames_total")
 
 
+def _loaded_torch() -> Any:
+    """torch when this process has imported it, else None. Only then can an input be a torch tensor, and decoding
+    processes, which pre-process frames with numpy and PIL alone, never import it (seconds and hundreds of MB)."""
+    return sys.modules.get("torch")
+
+
+def _is_tensor(obj: Any) -> bool:
+    torch = _loaded_torch()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
 def _describe(obj: Any) -> str:
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
+    if isinstance(obj, np.ndarray) or _is_tensor(obj):
         return f"{type(obj).__name__} of shape {tuple(obj.shape)} and dtype {obj.dtype}"
     return type(obj).__name__
 
@@ -350,7 +364,11 @@ class VideoPrismVideoProcessor:
             mean = np.asarray(self.image_mean, np.float32).reshape(3, 1, 1)
             std = np.asarray(self.image_std, np.float32).reshape(3, 1, 1)
             out = (out - mean) / std
-        return torch.from_numpy(out) if return_tensors == "pt" else out
+        if return_tensors != "pt":
+            return out
+        import torch
+
+        return torch.from_numpy(out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -359,6 +377,14 @@ class VideoPrismVideoProcessor:
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, workers, pool)
 _RESIZE_HERE = threading.local()  # `resize_in_this_thread` sets ``on`` in the threads it marks
+_RESIZE_THREADS: int | None = None  # set by `set_resize_threads`
+
+
+def set_resize_threads(count: int | None) -> None:
+    """Resizes frames in up to ``count`` threads in this process (at most 4), whatever torch's thread count; None:
+    torch's count again. Decoding processes, which do not import torch, say so here."""
+    global _RESIZE_THREADS
+    _RESIZE_THREADS = count
 
 
 def resize_in_this_thread() -> None:
@@ -368,8 +394,8 @@ def resize_in_this_thread() -> None:
 
 
 def _thread_pool() -> ThreadPoolExecutor | None:
-    """Threads for the per-frame resizes (PIL releases the GIL while resizing); None when torch uses one thread, or
-    in a thread marked by `resize_in_this_thread`.
+    """Threads for the per-frame resizes (PIL releases the GIL while resizing); None when torch uses one thread (or
+    `set_resize_threads` said one), or in a thread marked by `resize_in_this_thread`.
 
     torch.get_num_threads() is 1 inside DataLoader workers, so workers stay single-threaded. The pool is made
     again after a fork, whose child would inherit a pool without threads.
@@ -377,7 +403,9 @@ def _thread_pool() -> ThreadPoolExecutor | None:
     global _POOL
     if getattr(_RESIZE_HERE, "on", False):
         return None
-    workers = min(4, torch.get_num_threads(), os.cpu_count() or 1)
+    torch = _loaded_torch()
+    threads = _RESIZE_THREADS or (torch.get_num_threads() if torch is not None else os.cpu_count() or 1)
+    workers = min(4, threads, os.cpu_count() or 1)
     if workers < 2:
         return None
     if _POOL is None or _POOL[:2] != (os.getpid(), workers):
@@ -406,7 +434,7 @@ def _split_batch(videos: Any) -> list[Any]:
     """The videos of a batch. A list of PIL images is ONE video; a list of anything else is a batch."""
     if isinstance(videos, Image.Image):
         raise VideoInputError("got a single PIL image; a video is a list of frames: pass [image] for one frame")
-    if isinstance(videos, (np.ndarray, torch.Tensor)) and videos.ndim == 5:
+    if (isinstance(videos, np.ndarray) or _is_tensor(videos)) and videos.ndim == 5:
         if len(videos) == 0:
             raise VideoInputError(f"videos is an empty batch ({_describe(videos)})")
         return list(videos)
@@ -447,7 +475,7 @@ def _as_video(item: Any, where: str, num_frames: int, start_time: float | None, 
             raise VideoInputError(f"{where} is a {_describe(item)}; expected (T, H, W, 3) RGB frames{hint}")
         _check_dtype(item.dtype, where, item)
         kind = "hwc"
-    elif isinstance(item, torch.Tensor):
+    elif _is_tensor(item):
         if item.ndim != 4 or item.shape[1] != 3:
             hint = ""
             if item.ndim == 4 and item.shape[-1] == 3:
@@ -472,7 +500,8 @@ def _as_video(item: Any, where: str, num_frames: int, start_time: float | None, 
 
 
 def _check_dtype(dtype: np.dtype | torch.dtype, where: str, item: Any) -> None:
-    if isinstance(dtype, torch.dtype):
+    torch = _loaded_torch()
+    if torch is not None and isinstance(dtype, torch.dtype):
         if dtype == torch.uint8 or dtype.is_floating_point:
             return
     elif dtype == np.uint8 or np.issubdtype(dtype, np.floating):

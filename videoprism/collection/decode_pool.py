@@ -24,12 +24,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DecodingWorkerError, EmbedSettingsError
+from ..video_processing import set_resize_threads
 from .clips import ClipSettings, error_text, put_unless_stopped, video_clips
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "POLL_S",
@@ -184,7 +186,7 @@ def _worker_setup(niceness: int, threads: int = 1) -> Any:
     tells whether the parent is alive."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it stops the workers
-    torch.set_num_threads(threads)  # the video processor resizes frames in as many threads
+    set_resize_threads(threads)  # the video processor resizes frames in as many threads (torch is never imported)
     _lower_priority(niceness)
     parent = mp.parent_process()
     return parent.is_alive if parent is not None else (lambda: True)
@@ -604,6 +606,8 @@ def decode_between_batches(device: torch.device) -> bool:
     """Whether decoding processes should wait while the model computes: when it computes on the CPU with a thread on
     every core this process may use, a decoder running beside it takes a core from one of those threads, and all of
     them wait for that one at each operation. On a GPU, or with cores to spare, decoding overlaps with the model."""
+    import torch
+
     return _LINUX and device.type == "cpu" and torch.get_num_threads() >= _cpus()
 
 
