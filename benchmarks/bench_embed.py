@@ -19,7 +19,9 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
 * per set: `embed_videos` into a fresh store (decoding in worker processes, inference, store writes, compaction):
   clips/s end to end and its ratio to model only (the mean of its two timings), and the model-busy fraction: time
   the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on), and
-  ``first``: seconds from the call to the first forward pass (model loading and the first batch's decoding); per
+  ``first``: seconds from the call to the first forward pass (model loading and the first batch's decoding; the
+  decoding processes run this script's imports again, torch among them, as ``spawn`` does for a script, so they start
+  slower than under ``videoprism embed``: ``bench_first_batch.py`` measures that start as embed has it); per
   ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
   the model), ``--decoder-nice`` niceness, ``--workers`` count, ``--resize-threads`` per decoding process and
   ``--read-ahead`` (``auto``: embed's choice; ``off``: no decoding process decodes a window ahead); the
