@@ -19,9 +19,7 @@ folder. Measured in one run, per dtype (``--dtypes``), with the same model and b
 * per set: `embed_videos` into a fresh store (decoding in worker processes, inference, store writes, compaction):
   clips/s end to end and its ratio to model only (the mean of its two timings), and the model-busy fraction: time
   the model spent computing over the pipeline's wall time (and over its steady state, from the first batch on), and
-  ``first``: seconds from the call to the first forward pass (model loading and the first batch's decoding; the
-  decoding processes run this script's imports again, torch among them, as ``spawn`` does for a script, so they start
-  slower than under ``videoprism embed``: ``bench_first_batch.py`` measures that start as embed has it); per
+  ``first``: seconds from the call to the first forward pass (model loading and the first batch's decoding); per
   ``--decoding`` mode (``auto``: embed's own choice, `decode_between_batches`; ``overlap``: decoding always beside
   the model), ``--decoder-nice`` niceness, ``--workers`` count, ``--resize-threads`` per decoding process and
   ``--read-ahead`` (``auto``: embed's choice; ``off``: no decoding process decodes a window ahead); the
@@ -52,6 +50,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import types
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,6 +224,19 @@ def model_only(embedder: VideoEmbedder, pixels: torch.Tensor, repeats: int) -> f
     return len(pixels) / statistics.median(times)
 
 
+@contextlib.contextmanager
+def spawning_as_embed() -> Iterator[None]:
+    """Decoding processes spawned inside start as under ``videoprism embed``: ``spawn`` runs the parent's main script
+    in every child, which here would import this benchmark's modules (torch among them, seconds and ~190 MB a
+    process) that `videoprism embed` never loads there; the script is hidden from it meanwhile."""
+    script = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = script
+
+
 def pipeline(
     model_dir: Path, videos: list[Path], dtype: str, window: float | None, workers: int | None, args, tmp: Path
 ) -> dict[str, float]:
@@ -243,9 +255,10 @@ def pipeline(
     shutil.rmtree(store, ignore_errors=True)
     try:
         t0 = time.perf_counter()
-        summary = embed_videos(videos, store, model_dir, device=args.device, dtype=dtype, batch_size=args.batch_size,
-                               workers=workers, window=window, stride=args.stride if window else None,
-                               progress=False)  # fmt: skip
+        with spawning_as_embed():
+            summary = embed_videos(videos, store, model_dir, device=args.device, dtype=dtype,
+                                   batch_size=args.batch_size, workers=workers, window=window,
+                                   stride=args.stride if window else None, progress=False)  # fmt: skip
         total = time.perf_counter() - t0
     finally:
         VideoEmbedder.__call__ = original
