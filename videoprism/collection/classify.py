@@ -105,14 +105,7 @@ def classify_video_files(
         raise NoVideosFoundError(f"no video files found in {videos!r}")
     source = resolve_source(model)  # once, for the model, its processor and its tokenizer
     processor = load_processor(source, num_frames)
-    settings = ClipSettings(
-        processor.to_dict(),
-        processor.num_frames,
-        None,
-        None,
-        network_timeout=network_timeout,
-        max_clip_bytes=max_clip_bytes,
-    )
+    settings = ClipSettings.of(processor, network_timeout=network_timeout, max_clip_bytes=max_clip_bytes)
     results = [Classification(path) for path in paths]
     pending: list[tuple[int, np.ndarray]] = []
 

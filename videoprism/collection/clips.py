@@ -52,6 +52,14 @@ class ClipSettings:
     # with cores of its own, where one long video would otherwise decode and resize by turns.
     read_ahead: bool = False
 
+    @classmethod
+    def of(
+        cls, processor: Any, window: float | None = None, stride: float | None = None, **options: Any
+    ) -> ClipSettings:
+        """The settings of clips made by ``processor`` (a `VideoPrismVideoProcessor`, its frame count included);
+        ``options``: the other fields."""
+        return cls(processor.to_dict(), processor.num_frames, window, stride, **options)
+
     def __post_init__(self) -> None:
         t = self.network_timeout
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):

@@ -125,7 +125,7 @@ def embed_videos(
             raise EmbedSettingsError(f"{name} must be a positive integer, got {value!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise EmbedSettingsError(f"workers must be a non-negative integer, got {workers!r}")
-    resolve_device(device)  # an unusable device fails before any work
+    target = resolve_device(device)  # an unusable device fails before any work
     store = os.fspath(store)
     run = start_run(inputs, store, model, num_frames, window, stride, posters=thumbnails,
                     network_timeout=network_timeout, max_clip_bytes=max_clip_bytes)  # fmt: skip
@@ -140,7 +140,7 @@ def embed_videos(
         pool = None
         if keys:  # decoding starts while the model loads: the first batch is (partly) decoded when it is ready
             size = queue_size or 2 * batch_size
-            pool = model_decode_pool([k[0] for k in keys], settings, workers, size, resolve_device(device))
+            pool = model_decode_pool([k[0] for k in keys], settings, workers, size, target)
             stack.enter_context(pool).start()
         embedder = None
         if keys or writer is None:  # a new store needs the model's embedding width

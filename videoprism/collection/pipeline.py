@@ -258,14 +258,8 @@ def start_run(
     source = resolve_source(model)
     summary = EmbedSummary(store=store, model_id=source.model_id, videos=len(paths), skipped_media=skipped)
     processor = load_processor(source, num_frames)
-    settings = ClipSettings(
-        processor.to_dict(),
-        processor.num_frames,
-        window,
-        stride,
-        posters=posters,
-        network_timeout=network_timeout,
-        max_clip_bytes=max_clip_bytes,
+    settings = ClipSettings.of(
+        processor, window, stride, posters=posters, network_timeout=network_timeout, max_clip_bytes=max_clip_bytes
     )
     return RunStart(paths, source, summary, processor, settings)
 
