@@ -92,9 +92,11 @@ def model_flops(kind: str, batch: int, frames: int) -> float:
     return float(flops)
 
 
-def matmul_throughput(dtype: torch.dtype, device: str, rows: int = 4096) -> float:
+def matmul_throughput(dtype: torch.dtype, device: str, rows: int = 4096, library: str = "aten") -> float:
     """GFLOP/s of the biased GEMM (`addmm` into a reused output, so no page faults are timed) at the model's GEMM
-    shapes, FLOP-weighted as in a base layer."""
+    shapes, FLOP-weighted as in a base layer. `library="onednn"`: oneDNN's linear (the other fp32 CPU library of
+    `videoprism._gemm`) over blocks of 1024 rows, as CPU inference runs, with glibc's heap thresholds raised so its
+    fresh outputs come from the heap."""
     shapes = [(rows, 768, 768, 4), (rows, 768, 3072, 1), (rows, 3072, 768, 1)]  # (rows, in, out, count per layer)
     total_flops = total_time = 0.0
     for rows, k, n, count in shapes:
@@ -103,9 +105,29 @@ def matmul_throughput(dtype: torch.dtype, device: str, rows: int = 4096) -> floa
         b = torch.randn(n, dtype=dtype, device=device)
         out = torch.empty(rows, n, dtype=dtype, device=device)
         gemm = functools.partial(torch.addmm, b, x, w.t(), out=out)
+        if library == "onednn":
+            from videoprism._blocks import raise_heap_thresholds
+
+            raise_heap_thresholds()
+            gemm = functools.partial(_onednn_blocks, x.split(1024), w, b)
         total_time += timed(gemm, device, 7 if device == "cpu" else 30) * count
         total_flops += 2 * rows * k * n * count
     return total_flops / total_time / 1e9
+
+
+def _onednn_blocks(blocks, weight, bias) -> None:
+    for block in blocks:
+        torch.ops.mkldnn._linear_pointwise(block, weight, bias, "none", [], "")
+
+
+def cpu_probes(dtype: torch.dtype) -> dict[str, float]:
+    """The CPU GEMM probe per library ("aten", and for fp32 "onednn" where torch has it), and "best" of them: the
+    speed our fp32 forward is measured against, whichever library it runs."""
+    from videoprism._gemm import onednn_linear_available
+
+    libraries = ["aten"] + (["onednn"] if dtype == torch.float32 and onednn_linear_available() else [])
+    probes = {library: matmul_throughput(dtype, "cpu", library=library) for library in libraries}
+    return dict(probes, best=max(probes.values()))
 
 
 def timed(fn, device: str, repeats: int) -> float:
@@ -280,9 +302,14 @@ def tables(args, folder: Path) -> None:
 
     results = {i: {"times": [], "rss": []} for i in range(len(variants))}
     probes = {"fp32": [], "bf16": []}  # the matmul probe runs every round too, so it sees the same machine state
+    libraries = {"fp32": [], "bf16": []}  # on CPU, each library's probe: {"aten": ..., "onednn": ..., "best": ...}
     for round_index in range(args.rounds):
         for name in probes:
-            probes[name].append(matmul_throughput(DTYPES[name], args.device))
+            if args.device == "cpu":
+                libraries[name].append(cpu_probes(DTYPES[name]))
+                probes[name].append(libraries[name][-1]["best"])
+            else:
+                probes[name].append(matmul_throughput(DTYPES[name], args.device))
         for i, variant in enumerate(variants):
             save = folder / f"out{i}.npz" if round_index == 0 else None
             result = measure(variant, folder, args.device, args.iters, save)
@@ -296,6 +323,12 @@ def tables(args, folder: Path) -> None:
         f"({min(probes['fp32']):.0f}-{max(probes['fp32']):.0f}), bf16 {throughput['bf16']:.0f} GFLOP/s "
         f"({min(probes['bf16']):.0f}-{max(probes['bf16']):.0f})"
     )
+    for name, rounds in libraries.items():
+        if rounds and len(rounds[0]) > 2:  # more than one library: say which the probe took
+            each = ", ".join(
+                f"{lib} {statistics.median(r[lib] for r in rounds):.0f}" for lib in rounds[0] if lib != "best"
+            )
+            print(f"{name} probe per CPU GEMM library (median GFLOP/s; the probe is the faster): {each}")
     mem = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(
         f"\n| model | batch | implementation | dtype | seconds | x transformers fp32 | x transformers fp32 heap tuned "

@@ -1,10 +1,12 @@
 """Our models from two or more source trees, in one run: seconds and fraction of the matmul probe per dtype.
 
     python benchmarks/bench_trees.py --tree before=/path/to/old/checkout --tree after=. --rounds 3
+    python benchmarks/bench_trees.py --tree main=. --cpu-gemms aten onednn --dtypes fp32   # one tree, both libraries
 
 Each tree's `videoprism` package is imported through PYTHONPATH in its own worker subprocess (`bench_models.py
 --worker`), on the same random weights and inputs; trees alternate call by call and the matmul probe runs every round,
-so slow phases of a shared machine hit all of them alike. Reports medians.
+so slow phases of a shared machine hit all of them alike. Reports medians. `--cpu-gemms` runs every tree once per
+fp32 GEMM library (`VIDEOPRISM_CPU_GEMM`); the fp32 probe is the faster library's (both are printed).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_models import DTYPES, matmul_throughput, measure, model_flops, perturbed_models
+from bench_models import DTYPES, cpu_probes, measure, model_flops, perturbed_models
 
 
 def main() -> None:
@@ -23,32 +25,40 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", default=["vision", "clip"])
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--cpu-gemms", nargs="+", choices=("auto", "aten", "onednn"), default=["auto"])
     args = parser.parse_args()
-    trees = dict(item.split("=", 1) for item in args.tree)
-    trees = {name: str(Path(path).resolve()) for name, path in trees.items()}
+    paths = {name: str(Path(path).resolve()) for name, path in (item.split("=", 1) for item in args.tree)}
+    trees = {}  # name -> the worker's environment
+    for name, path in paths.items():
+        for gemm in args.cpu_gemms:
+            label = name if args.cpu_gemms == ["auto"] else f"{name}/{gemm}"
+            trees[label] = {"PYTHONPATH": path, "VIDEOPRISM_CPU_GEMM": gemm}
     cases = [(kind, dtype) for kind in args.kinds for dtype in args.dtypes]
     times = {(name, kind, dtype): [] for name in trees for kind, dtype in cases}
     rss = {key: [] for key in times}
-    probes = {dtype: [] for dtype in args.dtypes}
+    probes = {dtype: [] for dtype in args.dtypes}  # per round: {"aten": ..., "onednn": ..., "best": ...}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         perturbed_models(folder)
         for round_index in range(args.rounds):
             for dtype in args.dtypes:
-                probes[dtype].append(matmul_throughput(DTYPES[dtype], "cpu"))
+                probes[dtype].append(cpu_probes(DTYPES[dtype]))
             for kind, dtype in cases:
                 order = list(trees) if round_index % 2 == 0 else list(trees)[::-1]
                 for name in order:
-                    variant = dict(
-                        impl="ours", kind=kind, dtype=dtype, batch=1, frames=16, env={"PYTHONPATH": trees[name]}
-                    )
+                    variant = dict(impl="ours", kind=kind, dtype=dtype, batch=1, frames=16, env=trees[name])
                     result = measure(variant, folder, "cpu", 1)
                     times[name, kind, dtype].append(statistics.median(result["times"]))
                     rss[name, kind, dtype].append(result["peak_rss_mb"])
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
-    probe = {dtype: statistics.median(values) for dtype, values in probes.items()}
-    spread = ", ".join(f"{d} {probe[d]:.0f} ({min(v):.0f}-{max(v):.0f})" for d, v in probes.items())
-    print(f"\nmatmul probe GFLOP/s, median (range): {spread}\n")
+    best = {dtype: [r["best"] for r in rounds] for dtype, rounds in probes.items()}
+    probe = {dtype: statistics.median(values) for dtype, values in best.items()}
+    spread = ", ".join(f"{d} {probe[d]:.0f} ({min(v):.0f}-{max(v):.0f})" for d, v in best.items())
+    print(f"\nmatmul probe GFLOP/s, median (range): {spread}")
+    for dtype, rounds in probes.items():
+        each = ", ".join(f"{lib} {statistics.median(r[lib] for r in rounds):.0f}" for lib in rounds[0] if lib != "best")
+        print(f"{dtype} probe per library, median: {each}")
+    print()
     print("| model | dtype | " + " | ".join(f"{n} s | {n} of probe | {n} peak RSS MB" for n in trees) + " |")
     print("|---|---|" + "---:|---:|---:|" * len(trees))
     for kind, dtype in cases:

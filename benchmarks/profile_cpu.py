@@ -6,8 +6,9 @@
 
 In one run, on the same random weights and input: ours, transformers eager, and transformers eager with a tuned heap
 (`bench_models.TUNED_HEAP`) alternate, each call in its own subprocess (medians); the matmul probe of
-`bench_models.py` runs every round; then one of our forwards is profiled by operator. The ceiling is the ratio to
-transformers if every model FLOP ran at the probe's speed and nothing else took time. A second table splits the time
+`bench_models.py` (the faster fp32 GEMM library's, `cpu_probes`) runs every round; then one of our forwards is
+profiled by operator. The ceiling is the ratio to transformers if every model FLOP ran at the probe's speed and
+nothing else took time. A second table splits the time
 spent between the GEMMs by what the operators compute (`BETWEEN`): the exact erf GELU (the FFN bias is inside the
 GEMM), the soft-capped softmax (tanh, scale, softmax), the copies that lay q/k/v out per head and merge the heads back
 (and write attention chunks into place), layer norms, residual adds; as fractions of the forward and of the time
@@ -17,16 +18,18 @@ outside the matmuls.
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
-from bench_models import TUNED_HEAP, inputs, load, matmul_throughput, measure, model_flops, perturbed_models, run_once
+from bench_models import TUNED_HEAP, cpu_probes, inputs, load, measure, model_flops, perturbed_models, run_once
 from torch.profiler import ProfilerActivity, profile
 
-GEMMS, ATTENTION, OTHER = "GEMMs (addmm, mm)", "attention matmuls (bmm)", "everything else"
-GROUPS = {"aten::addmm": GEMMS, "aten::mm": GEMMS, "aten::bmm": ATTENTION}
+GEMMS, ATTENTION, OTHER = "GEMMs (addmm, mm, oneDNN linear)", "attention matmuls (bmm)", "everything else"
+LINEAR_ONEDNN = "mkldnn::_linear_pointwise"  # `videoprism._gemm.linear` where it runs oneDNN
+GROUPS = {"aten::addmm": GEMMS, "aten::mm": GEMMS, LINEAR_ONEDNN: GEMMS, "aten::bmm": ATTENTION}
 WRAPPERS = ("aten::linear", "aten::matmul")  # their time is their children's
 GELU, SOFTMAX, COPIES = "GELU (exact erf)", "soft-capped softmax (tanh, scale, softmax)", "q/k/v and head layout copies"
 NORMS, ADDS, REST = "layer norms", "residual adds", "the rest"
@@ -39,6 +42,22 @@ BETWEEN = {
     "aten::transpose": COPIES, "aten::unbind": COPIES, "aten::reshape": COPIES, "aten::view": COPIES,
     "aten::native_layer_norm": NORMS, "aten::add": ADDS, "aten::add_": ADDS,
 }  # fmt: skip
+
+
+def operator_totals(prof) -> dict[str, list[float]]:
+    """[seconds, FLOPs] per operator name. The bias broadcast inside `addmm` (a `copy_` it calls before the GEMM)
+    counts as that GEMM; oneDNN's linear gets its FLOPs from its shapes (the profiler does not count them)."""
+    totals = collections.defaultdict(lambda: [0.0, 0.0])
+    for event in prof.events():
+        name, flops = event.name, event.flops or 0
+        if name == "aten::copy_" and event.cpu_parent is not None and event.cpu_parent.name == "aten::addmm":
+            name = "aten::addmm"
+        elif name == LINEAR_ONEDNN:
+            (rows, inner), (width, _) = event.input_shapes[:2]
+            flops = 2 * rows * inner * width
+        totals[name][0] += event.self_cpu_time_total / 1e6
+        totals[name][1] += flops
+    return totals
 
 
 def main() -> None:
@@ -60,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="videoprism-profile-") as folder:
         perturbed_models(Path(folder))
         for _ in range(args.rounds):
-            probes.append(matmul_throughput(torch.float32, "cpu"))
+            probes.append(cpu_probes(torch.float32)["best"])
             for name, variant in variants.items():
                 variant = dict(variant, kind=args.kind, batch=args.batch, dtype="fp32")
                 times[name] += measure(variant, Path(folder), "cpu", iters=1)["times"]
@@ -68,27 +87,28 @@ def main() -> None:
     video, ids, mask = inputs(args.kind, args.batch, 16, "cpu")
     with torch.no_grad():
         run_once("ours", args.kind, model, video, ids, mask, False)  # warm-up
-        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
             run_once("ours", args.kind, model, video, ids, mask, False)
 
+    operators = operator_totals(prof)
     parts = {name: [0.0, 0.0] for name in (GEMMS, ATTENTION, OTHER)}  # seconds, FLOPs
-    for event in prof.key_averages():
-        if event.key not in WRAPPERS:
-            part = parts[GROUPS.get(event.key, OTHER)]
-            part[0] += event.self_cpu_time_total / 1e6
-            part[1] += event.flops if event.key in GROUPS else 0
+    for key, (seconds, flops) in operators.items():
+        if key not in WRAPPERS:
+            part = parts[GROUPS.get(key, OTHER)]
+            part[0] += seconds
+            part[1] += flops if key in GROUPS else 0
     profiled = sum(seconds for seconds, _ in parts.values())
     between = {name: 0.0 for name in (GELU, SOFTMAX, COPIES, NORMS, ADDS, REST)}
-    for event in prof.key_averages():
-        if event.key not in WRAPPERS and event.key not in GROUPS:
-            between[BETWEEN.get(event.key, REST)] += event.self_cpu_time_total / 1e6
+    for key, (seconds, _) in operators.items():
+        if key not in WRAPPERS and key not in GROUPS:
+            between[BETWEEN.get(key, REST)] += seconds
     outside = sum(between.values())
     detail = [f"\n| between the matmuls ({outside:.2f} s) | seconds | of the forward | of the time outside matmuls |",
               "|---|---|---|---|"]  # fmt: skip
     detail += [f"| {name} | {sec:.3f} | {sec / profiled:.1%} | {sec / outside:.0%} |" for name, sec in between.items()]
     rest = sorted(
-        ((e.self_cpu_time_total / 1e6, e.key) for e in prof.key_averages()
-         if e.key not in WRAPPERS and e.key not in GROUPS and e.key not in BETWEEN),
+        ((seconds, key) for key, (seconds, _) in operators.items()
+         if key not in WRAPPERS and key not in GROUPS and key not in BETWEEN),
         reverse=True,
     )  # fmt: skip
     detail.append("the rest, largest first: " + ", ".join(f"{key} {sec:.3f} s" for sec, key in rest[:6]))

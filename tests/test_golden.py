@@ -18,6 +18,7 @@ from videoprism import (
     VideoPrismVisionModel,
     _attention,
     _blocks,
+    _gemm,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "videoprism_flax"
@@ -137,6 +138,18 @@ def test_blockwise_cpu_inference(monkeypatch, block_rows):
     monkeypatch.setattr(_blocks, "BLOCK_ROWS", block_rows)
     test_video_encoder("chunked")
     test_lvt(True, "chunked")
+
+
+@pytest.mark.parametrize("cpu_gemm", ["aten", "onednn"])
+def test_each_cpu_gemm_library(cpu_gemm):
+    """fp32 CPU inference's linear layers through either library ("auto" picks one by CPU) match the original."""
+    _gemm.set_cpu_gemm(cpu_gemm)
+    try:
+        test_video_encoder("auto")
+        test_lvt(True, "auto")
+        test_lvt(False, "auto")
+    finally:
+        _gemm.set_cpu_gemm(None)
 
 
 @pytest.mark.parametrize("score_bytes", [64, 2048])

@@ -15,6 +15,7 @@ from torch import nn
 
 from ._attention import ATTENTION_FUNCTIONS, AttentionChoice, check_implementation, reference_attention
 from ._blocks import layer_in_blocks, runs_blockwise
+from ._gemm import Linear, linear
 from ._input_checks import check_frame_mask, check_video
 from ._loading import PreTrainedMixin
 from ._numerics import l2_normalize, resize_positions, text_sinusoid
@@ -84,10 +85,10 @@ class VideoPrismAttention(nn.Module):
         self.head_dim = hidden_size // num_heads
         self.softcap = softcap
         self.attention_choice = attention if attention is not None else AttentionChoice()
-        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
-        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
-        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
-        self.o_proj = nn.Linear(hidden_size, hidden_size)
+        self.q_proj = Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.k_proj = Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.v_proj = Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.o_proj = Linear(hidden_size, hidden_size)
         # Whether `fused_qkv` keeps its result: worth its memory (3 D^2 per layer) where inputs are short, as in the
         # text tower, where rebuilding it would be a sizeable share of each call.
         self.cache_fused_qkv = False
@@ -137,7 +138,7 @@ class VideoPrismAttention(nn.Module):
     def project(self, x: torch.Tensor, qkv=None) -> torch.Tensor:
         """(B, L, 3, H, Dh) heads from one fused projection, q pre-scaled for the fast paths; `qkv`: `fused_qkv()`
         when the caller already has it."""
-        return F.linear(x, *(qkv or self.fused_qkv())).unflatten(-1, (3, self.num_heads, self.head_dim))
+        return linear(x, *(qkv or self.fused_qkv())).unflatten(-1, (3, self.num_heads, self.head_dim))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         """The fast exact path on (B, H, L, Dh) heads from `project`."""
@@ -165,8 +166,8 @@ class VideoPrismAttention(nn.Module):
 class VideoPrismMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str):
         super().__init__()
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.fc1 = Linear(hidden_size, intermediate_size)
+        self.fc2 = Linear(intermediate_size, hidden_size)
         # Exact erf GELU in the video towers (tanh-GELU is off by ~1e-3), ReLU in the text tower.
         self.relu = activation == "relu"
         self.act = nn.ReLU() if self.relu else nn.GELU(approximate="none")
@@ -250,7 +251,7 @@ class VideoPrismPatchEmbeddings(nn.Module):
         p = self.patch_size
         patches = frames.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, -1, c * p * p)
         weight = self.projection.weight.reshape(self.projection.weight.shape[0], -1)
-        return F.linear(patches, weight, self.projection.bias)
+        return linear(patches, weight, self.projection.bias)
 
 
 class VideoPrismSpatialEmbeddings(nn.Module):
@@ -285,10 +286,10 @@ class VideoPrismAttentionPooler(nn.Module):
         self.head_dim = width // self.num_heads
         self.attention_choice = attention if attention is not None else AttentionChoice()
         self.pooling_attention_query = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.q_proj = nn.Linear(config.hidden_size, width)
-        self.k_proj = nn.Linear(config.hidden_size, width)
-        self.v_proj = nn.Linear(config.hidden_size, width)
-        self.o_proj = nn.Linear(width, config.hidden_size)
+        self.q_proj = Linear(config.hidden_size, width)
+        self.k_proj = Linear(config.hidden_size, width)
+        self.v_proj = Linear(config.hidden_size, width)
+        self.o_proj = Linear(width, config.hidden_size)
         self.per_dim_scale = nn.Parameter(torch.zeros(self.head_dim))
 
     def _query(self) -> torch.Tensor:
@@ -737,7 +738,7 @@ class VideoPrismForVideoClassification(VideoPrismPreTrainedModel):
         self.vision_model = VideoPrismVisionModel(config, self.attention_choice)
         self.head = VideoPrismAttentionPooler(config, self.attention_choice)
         self.head_layernorm = VideoPrismLayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_weights(config.initializer_range)
 
     def forward(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._gemm import cpu_gemm
 from .._sources import ModelSource, resolve_source
 from ..configuration import DTYPE_NAMES
 from ..errors import CheckpointError, DeviceError, EmbedSettingsError
@@ -49,10 +50,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
     Raises:
         DeviceError: ``device`` names no device type, a device this machine lacks (CUDA on a CPU-only torch, a GPU
-            index past the last), or one that holds no data (``meta``).
+            index past the last), or one that holds no data (``meta``); on the CPU, a bad ``VIDEOPRISM_CPU_GEMM``.
     """
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     hint = "use auto, cpu, cuda or cuda:N"
     try:
         resolved = torch.device(device)
@@ -65,6 +66,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise DeviceError(f"--device {device!r}: this torch has no usable CUDA (CPU build or no GPU); use cpu")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise DeviceError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif resolved.type == "cpu":
+        cpu_gemm()  # a bad VIDEOPRISM_CPU_GEMM fails here, before any work
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"--device {device!r}: MPS is not available here; use cpu")
     elif resolved.type not in ("cpu", "cuda", "mps"):
