@@ -93,14 +93,19 @@ def pct(x: float) -> str:
 
 
 def cpu_name() -> str:
+    """lscpu's model name with the CPU family and model (kinds of one name differ), torch's vector instruction set and
+    the library of our fp32 linear layers: "AMD EPYC (family 25 model 1, AVX2, fp32 GEMMs onednn)"."""
+    from videoprism._gemm import cpu_gemm
+
+    fields = {}
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
+        fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in out.splitlines())}
     except (OSError, subprocess.CalledProcessError):
         pass
-    return platform.processor() or "unknown CPU"
+    details = [f"family {fields['CPU family']} model {fields.get('Model', '?')}"] if "CPU family" in fields else []
+    details += [torch.backends.cpu.get_cpu_capability(), f"fp32 GEMMs {cpu_gemm()}"]
+    return f"{fields.get('Model name') or platform.processor() or 'unknown CPU'} ({', '.join(details)})"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench_embed import cpu_name
 from bench_models import DTYPES, cpu_probes, measure, model_flops, perturbed_models
 
 
@@ -33,6 +34,7 @@ def main() -> None:
         for gemm in args.cpu_gemms:
             label = name if args.cpu_gemms == ["auto"] else f"{name}/{gemm}"
             trees[label] = {"PYTHONPATH": path, "VIDEOPRISM_CPU_GEMM": gemm}
+    print(f"CPU: {cpu_name()}", flush=True)
     cases = [(kind, dtype) for kind in args.kinds for dtype in args.dtypes]
     times = {(name, kind, dtype): [] for name in trees for kind, dtype in cases}
     rss = {key: [] for key in times}

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_embed import cpu_name
 from bench_models import TUNED_HEAP, cpu_probes, inputs, load, measure, model_flops, perturbed_models, run_once
 from torch.profiler import ProfilerActivity, profile
 
@@ -114,6 +115,7 @@ def main() -> None:
     detail.append("the rest, largest first: " + ", ".join(f"{key} {sec:.3f} s" for sec, key in rest[:6]))
     if args.profile_only:
         print(f"# {args.kind}, batch {args.batch}, fp32, torch {torch.__version__}: operator profile of one forward")
+        print(f"CPU: {cpu_name()}")
         print(f"\n| our forward, profiled ({profiled:.2f} s) | seconds | share |\n|---|---|---|")
         for name, (seconds, _) in parts.items():
             print(f"| {name} | {seconds:.2f} | {seconds / profiled:.0%} |")
@@ -125,6 +127,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
 
     print(f"# {args.kind}, batch {args.batch}, fp32, torch {torch.__version__}, {args.rounds} rounds")
+    print(f"CPU: {cpu_name()}")
     print(f"matmul probe {probe:.0f} GFLOP/s ({min(probes):.0f}-{max(probes):.0f}); model {flops / 1e12:.3f} TFLOP")
     print(f"ours {medians['ours']:.2f} s: {floor / medians['ours']:.0%} of the probe's speed ({floor:.2f} s)")
     print("\n| against | seconds | ours faster by | at most (every FLOP at the probe's speed) |\n|---|---|---|---|")
