@@ -1,8 +1,8 @@
 """Which library runs the fp32 linear layers of CPU inference: torch's own path (MKL on x86) or oneDNN.
 
 Both compute in fp32 with fp32 accumulation; they differ only in the order of the sums. oneDNN's kernels dispatch on
-the instruction set alone, MKL's also on the vendor; on AMD CPUs without AVX-512 oneDNN's fp32 GEMMs run 1.1-1.3x
-faster at the model's shapes (docs/benchmarks.md), so "auto" picks oneDNN there and torch's path everywhere else.
+the instruction set alone, MKL's also on the vendor; on AMD CPUs without AVX-512 oneDNN's fp32 GEMMs measured faster
+at the model's shapes (docs/benchmarks.md), so "auto" picks oneDNN there and torch's path everywhere else.
 `VIDEOPRISM_CPU_GEMM` (auto, aten, onednn) or `set_cpu_gemm` overrides the choice.
 """
 
@@ -79,7 +79,7 @@ def cpu_gemm() -> str:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear`, through oneDNN for fp32 CPU inference when `cpu_gemm()` says so (bias added inside the GEMM)."""
     if (
-        x.dtype == torch.float32
+        x.dtype == weight.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
