@@ -48,14 +48,17 @@ def test_onednn_linear_is_fp32_arithmetic(choice, shape, bias, transposed):
     assert (out.double() - exact).abs().max() > 0  # it did compute in fp32
 
 
-def test_onednn_only_where_it_applies(choice):
-    """Autograd, other dtypes and the aten choice stay on torch's own F.linear, bit for bit."""
+def test_onednn_only_where_it_applies(monkeypatch, choice):
+    """Autograd, other dtypes, oneDNN turned off and the aten choice stay on torch's own F.linear, bit for bit."""
     x, weight, bias = torch.randn(8, 16), torch.randn(4, 16), torch.randn(4)
     choice("onednn")
     assert onednn_calls(lambda: _gemm.linear(x, weight, bias)) == 0  # gradients enabled
     with torch.no_grad():
         assert onednn_calls(lambda: _gemm.linear(x.double(), weight.double())) == 0
         assert onednn_calls(lambda: _gemm.linear(x[:0], weight, bias)) == 0  # nothing to multiply
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # put back after the test
+        assert onednn_calls(lambda: _gemm.linear(x, weight, bias)) == 0
+        torch.backends.mkldnn.enabled = True
         choice("aten")
         assert onednn_calls(lambda: _gemm.linear(x, weight, bias)) == 0
         assert torch.equal(_gemm.linear(x, weight, bias), F.linear(x, weight, bias))

@@ -77,7 +77,8 @@ def cpu_gemm() -> str:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, through oneDNN for fp32 CPU inference when `cpu_gemm()` says so (bias added inside the GEMM)."""
+    """`F.linear`, through oneDNN for fp32 CPU inference when `cpu_gemm()` says so and oneDNN is enabled (bias added
+    inside the GEMM)."""
     if (
         x.dtype == weight.dtype == torch.float32
         and x.device.type == "cpu"
@@ -85,6 +86,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         and not torch.compiler.is_compiling()
         and x.numel()
         and weight.is_contiguous()
+        and torch.backends.mkldnn.enabled  # off where the user turned oneDNN off (torch.backends.mkldnn.flags)
         and cpu_gemm() == "onednn"
     ):
         rows = x.reshape(-1, x.shape[-1])
