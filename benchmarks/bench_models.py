@@ -103,13 +103,14 @@ def matmul_throughput(dtype: torch.dtype, device: str, rows: int = 4096, library
         x = torch.randn(rows, k, dtype=dtype, device=device)
         w = torch.randn(n, k, dtype=dtype, device=device) * 0.02
         b = torch.randn(n, dtype=dtype, device=device)
-        out = torch.empty(rows, n, dtype=dtype, device=device)
-        gemm = functools.partial(torch.addmm, b, x, w.t(), out=out)
         if library == "onednn":
             from videoprism._blocks import raise_heap_thresholds
 
             raise_heap_thresholds()
             gemm = functools.partial(_onednn_blocks, x.split(1024), w, b)
+        else:
+            out = torch.empty(rows, n, dtype=dtype, device=device)
+            gemm = functools.partial(torch.addmm, b, x, w.t(), out=out)
         total_time += timed(gemm, device, 7 if device == "cpu" else 30) * count
         total_flops += 2 * rows * k * n * count
     return total_flops / total_time / 1e9
@@ -128,6 +129,11 @@ def cpu_probes(dtype: torch.dtype) -> dict[str, float]:
     libraries = ["aten"] + (["onednn"] if dtype == torch.float32 and onednn_linear_available() else [])
     probes = {library: matmul_throughput(dtype, "cpu", library=library) for library in libraries}
     return dict(probes, best=max(probes.values()))
+
+
+def per_library(rounds: list[dict[str, float]]) -> str:
+    """ "aten 103, onednn 116": the median GFLOP/s of each library over rounds of `cpu_probes`."""
+    return ", ".join(f"{lib} {statistics.median(r[lib] for r in rounds):.0f}" for lib in rounds[0] if lib != "best")
 
 
 def timed(fn, device: str, repeats: int) -> float:
@@ -325,10 +331,7 @@ def tables(args, folder: Path) -> None:
     )
     for name, rounds in libraries.items():
         if rounds and len(rounds[0]) > 2:  # more than one library: say which the probe took
-            each = ", ".join(
-                f"{lib} {statistics.median(r[lib] for r in rounds):.0f}" for lib in rounds[0] if lib != "best"
-            )
-            print(f"{name} probe per CPU GEMM library (median GFLOP/s; the probe is the faster): {each}")
+            print(f"{name} probe per CPU GEMM library (median GFLOP/s; the probe is the faster): {per_library(rounds)}")
     mem = "peak GPU MB" if args.device.startswith("cuda") else "peak RSS MB"
     print(
         f"\n| model | batch | implementation | dtype | seconds | x transformers fp32 | x transformers fp32 heap tuned "

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench_embed import cpu_name
-from bench_models import DTYPES, cpu_probes, measure, model_flops, perturbed_models
+from bench_models import DTYPES, cpu_probes, measure, model_flops, per_library, perturbed_models
 
 
 def main() -> None:
@@ -58,8 +58,7 @@ def main() -> None:
     spread = ", ".join(f"{d} {probe[d]:.0f} ({min(v):.0f}-{max(v):.0f})" for d, v in best.items())
     print(f"\nmatmul probe GFLOP/s, median (range): {spread}")
     for dtype, rounds in probes.items():
-        each = ", ".join(f"{lib} {statistics.median(r[lib] for r in rounds):.0f}" for lib in rounds[0] if lib != "best")
-        print(f"{dtype} probe per library, median: {each}")
+        print(f"{dtype} probe per library, median: {per_library(rounds)}")
     print()
     print("| model | dtype | " + " | ".join(f"{n} s | {n} of probe | {n} peak RSS MB" for n in trees) + " |")
     print("|---|---|" + "---:|---:|---:|" * len(trees))

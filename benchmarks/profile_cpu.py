@@ -8,11 +8,10 @@ In one run, on the same random weights and input: ours, transformers eager, and 
 (`bench_models.TUNED_HEAP`) alternate, each call in its own subprocess (medians); the matmul probe of
 `bench_models.py` (the faster fp32 GEMM library's, `cpu_probes`) runs every round; then one of our forwards is
 profiled by operator. The ceiling is the ratio to transformers if every model FLOP ran at the probe's speed and
-nothing else took time. A second table splits the time
-spent between the GEMMs by what the operators compute (`BETWEEN`): the exact erf GELU (the FFN bias is inside the
-GEMM), the soft-capped softmax (tanh, scale, softmax), the copies that lay q/k/v out per head and merge the heads back
-(and write attention chunks into place), layer norms, residual adds; as fractions of the forward and of the time
-outside the matmuls.
+nothing else took time. A second table splits the time spent between the GEMMs by what the operators compute
+(`BETWEEN`): the exact erf GELU (the FFN bias is inside the GEMM), the soft-capped softmax (tanh, scale, softmax), the
+copies that lay q/k/v out per head and merge the heads back (and write attention chunks into place), layer norms,
+residual adds; as fractions of the forward and of the time outside the matmuls.
 """
 
 from __future__ import annotations
