@@ -94,7 +94,7 @@ def pct(x: float) -> str:
 
 def cpu_name() -> str:
     """lscpu's model name with the CPU family and model (kinds of one name differ), torch's vector instruction set and
-    the library of our fp32 linear layers: "AMD EPYC (family 25 model 1, AVX2, fp32 GEMMs onednn)"."""
+    the library of our fp32 linear layers: "AMD EPYC (family 25 model 1, AVX2, fp32 GEMMs aten)"."""
     from videoprism._gemm import cpu_gemm
 
     fields = {}

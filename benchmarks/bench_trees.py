@@ -26,14 +26,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", default=["vision", "clip"])
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--cpu-gemms", nargs="+", choices=("auto", "aten", "onednn"), default=["auto"])
+    parser.add_argument("--cpu-gemms", nargs="+", choices=("aten", "onednn"), help="run each tree once per library")
     args = parser.parse_args()
     paths = {name: str(Path(path).resolve()) for name, path in (item.split("=", 1) for item in args.tree)}
     trees = {}  # name -> the worker's environment
     for name, path in paths.items():
-        for gemm in args.cpu_gemms:
-            label = name if args.cpu_gemms == ["auto"] else f"{name}/{gemm}"
-            trees[label] = {"PYTHONPATH": path, "VIDEOPRISM_CPU_GEMM": gemm}
+        for gemm in args.cpu_gemms or [""]:  # "": the default library
+            trees[f"{name}/{gemm}" if gemm else name] = {"PYTHONPATH": path, "VIDEOPRISM_CPU_GEMM": gemm}
     print(f"CPU: {cpu_name()}", flush=True)
     cases = [(kind, dtype) for kind in args.kinds for dtype in args.dtypes]
     times = {(name, kind, dtype): [] for name in trees for kind, dtype in cases}

@@ -1,5 +1,5 @@
 """The fp32 CPU GEMM library choice (`videoprism._gemm`): oneDNN's linear is fp32 arithmetic like torch's own path,
-"auto" picks it only where it measured faster, and a bad choice is a clear error."""
+torch's own path stays the default, and a bad choice is a clear error."""
 
 import pytest
 import torch
@@ -81,33 +81,23 @@ def test_model_forward_runs_every_linear_through_the_choice(choice):
     torch.testing.assert_close(outputs["onednn"], outputs["aten"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "vendor, capability, expected",
-    [("AuthenticAMD", "AVX2", "onednn"), ("AuthenticAMD", "AVX512", "aten"), ("GenuineIntel", "AVX2", "aten"),
-     ("GenuineIntel", "AVX512", "aten"), ("", "DEFAULT", "aten")],
-)  # fmt: skip
-def test_auto_picks_onednn_on_amd_avx2_only(monkeypatch, choice, vendor, capability, expected):
-    monkeypatch.setattr(_gemm, "cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    monkeypatch.setattr(_gemm, "onednn_linear_available", lambda: True)
-    _gemm.auto_cpu_gemm.cache_clear()
-    try:
-        assert _gemm.cpu_gemm() == expected
-    finally:
-        _gemm.auto_cpu_gemm.cache_clear()
+def test_torch_path_is_the_default(choice):
+    assert _gemm.cpu_gemm() == "aten"
 
 
 def test_environment_variable_and_its_errors(monkeypatch, choice):
+    monkeypatch.setenv(_gemm.ENV_VARIABLE, "onednn")
+    assert _gemm.cpu_gemm() == "onednn"
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "aten")
     assert _gemm.cpu_gemm() == "aten"
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "mkl")
-    with pytest.raises(DeviceError, match=r"VIDEOPRISM_CPU_GEMM='mkl': use one of auto, aten, onednn"):
+    with pytest.raises(DeviceError, match=r"VIDEOPRISM_CPU_GEMM='mkl': use one of aten, onednn"):
         _gemm.cpu_gemm()
     with pytest.raises(DeviceError, match="VIDEOPRISM_CPU_GEMM='mkl'"):
         resolve_device("cpu")  # the tools fail before any work
     choice("aten")  # an explicit choice wins over the environment
     assert _gemm.cpu_gemm() == "aten"
-    with pytest.raises(DeviceError, match=r"cpu_gemm='fast': use one of auto, aten, onednn"):
+    with pytest.raises(DeviceError, match=r"cpu_gemm='fast': use one of aten, onednn"):
         choice("fast")
     monkeypatch.setattr(_gemm, "onednn_linear_available", lambda: False)
     with pytest.raises(DeviceError, match="this torch has no oneDNN"):

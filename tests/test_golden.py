@@ -142,7 +142,7 @@ def test_blockwise_cpu_inference(monkeypatch, block_rows):
 
 @pytest.mark.parametrize("cpu_gemm", ["aten", "onednn"])
 def test_each_cpu_gemm_library(cpu_gemm):
-    """fp32 CPU inference's linear layers through either library ("auto" picks one by CPU) match the original."""
+    """fp32 CPU inference's linear layers through either library (torch's by default) match the original."""
     _gemm.set_cpu_gemm(cpu_gemm)
     try:
         test_video_encoder("auto")

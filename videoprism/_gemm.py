@@ -1,14 +1,13 @@
-"""Which library runs the fp32 linear layers of CPU inference: torch's own path (MKL on x86) or oneDNN.
+"""Which library runs the fp32 linear layers of CPU inference: torch's own path (MKL on x86, the default) or oneDNN.
 
-Both compute in fp32 with fp32 accumulation; they differ only in the order of the sums. oneDNN's kernels dispatch on
-the instruction set alone, MKL's also on the vendor; on AMD CPUs without AVX-512 oneDNN's fp32 GEMMs measured faster
-at the model's shapes (docs/benchmarks.md), so "auto" picks oneDNN there and torch's path everywhere else.
-`VIDEOPRISM_CPU_GEMM` (auto, aten, onednn) or `set_cpu_gemm` overrides the choice.
+Both compute in fp32 with fp32 accumulation; they differ only in the order of the sums. Neither is faster everywhere
+(docs/benchmarks.md: on one AMD machine oneDNN won while the host was busy and lost while it was quiet), so torch's
+path stays the default and `VIDEOPRISM_CPU_GEMM=onednn` (or `set_cpu_gemm`) opts in; `bench_trees.py --cpu-gemms
+aten onednn` compares them on a machine.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -17,39 +16,20 @@ from torch import nn
 
 from .errors import DeviceError
 
-CPU_GEMMS = ("auto", "aten", "onednn")
+CPU_GEMMS = ("aten", "onednn")
 ENV_VARIABLE = "VIDEOPRISM_CPU_GEMM"
-
-
-def cpu_vendor() -> str:
-    """The CPU's vendor string from /proc/cpuinfo ("AuthenticAMD", "GenuineIntel"), "" where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-@functools.cache
-def auto_cpu_gemm() -> str:
-    """oneDNN on AMD CPUs whose widest vectors are AVX2 (where it measured faster), torch's path elsewhere."""
-    amd_avx2 = cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability() == "AVX2"
-    return "onednn" if amd_avx2 and onednn_linear_available() else "aten"
-
-
 _choice: str | None = None  # set_cpu_gemm's choice; None: the environment's
 
 
 def set_cpu_gemm(name: str | None) -> None:
-    """Chooses the library of fp32 CPU inference's linear layers for this process: "auto", "aten" or "onednn" (None:
-    back to `VIDEOPRISM_CPU_GEMM`, else "auto").
+    """Chooses the library of fp32 CPU inference's linear layers for this process: "aten" or "onednn" (None: back to
+    `VIDEOPRISM_CPU_GEMM`, else "aten").
 
     Raises:
         DeviceError: an unknown name, or "onednn" where this torch has no oneDNN.
@@ -60,20 +40,19 @@ def set_cpu_gemm(name: str | None) -> None:
 
 def _checked(name: str, source: str) -> str:
     if name not in CPU_GEMMS:
-        raise DeviceError(f"{source}={name!r}: use one of {', '.join(CPU_GEMMS)} (auto: chosen by CPU)")
+        raise DeviceError(f"{source}={name!r}: use one of {', '.join(CPU_GEMMS)} (default: aten)")
     if name == "onednn" and not onednn_linear_available():
-        raise DeviceError(f"{source}='onednn': this torch has no oneDNN (torch.backends.mkldnn); use aten or auto")
+        raise DeviceError(f"{source}='onednn': this torch has no oneDNN (torch.backends.mkldnn); use aten")
     return name
 
 
 def cpu_gemm() -> str:
-    """The library in use: "aten" or "onednn" ("auto" resolved).
+    """The library in use: "aten" or "onednn".
 
     Raises:
         DeviceError: `VIDEOPRISM_CPU_GEMM` holds an unknown name, or "onednn" where this torch has no oneDNN.
     """
-    name = _choice or _checked(os.environ.get(ENV_VARIABLE, "").strip() or "auto", ENV_VARIABLE)
-    return auto_cpu_gemm() if name == "auto" else name
+    return _choice or _checked(os.environ.get(ENV_VARIABLE, "").strip() or "aten", ENV_VARIABLE)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
