@@ -1,12 +1,13 @@
-"""Where our fp32 CPU forward spends its time, and the best ratio to transformers this CPU allows.
+"""Where our CPU forward spends its time, and the best ratio to transformers this CPU allows.
 
-    python benchmarks/profile_cpu.py                      # base vision, batch 1
+    python benchmarks/profile_cpu.py                      # base vision, batch 1, fp32
     python benchmarks/profile_cpu.py --kind clip          # LvT-B clip model (1 video, 5 prompts)
+    python benchmarks/profile_cpu.py --dtype bf16         # both models in bfloat16, against the bf16 probe
     python benchmarks/profile_cpu.py --profile-only       # only the operator profile of our forward
 
 In one run, on the same random weights and input: ours, transformers eager, and transformers eager with a tuned heap
 (`bench_models.TUNED_HEAP`) alternate, each call in its own subprocess (medians); the matmul probe of
-`bench_models.py` (the faster fp32 GEMM library's, `cpu_probes`) runs every round; then one of our forwards is
+`bench_models.py` (in fp32 the faster GEMM library's, `cpu_probes`) runs every round; then one of our forwards is
 profiled by operator. The ceiling is the ratio to transformers if every model FLOP ran at the probe's speed and
 nothing else took time. A second table splits the time spent between the GEMMs by what the operators compute
 (`BETWEEN`): the exact erf GELU (the FFN bias is inside the GEMM), the soft-capped softmax (tanh, scale, softmax), the
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 from bench_embed import cpu_name
-from bench_models import TUNED_HEAP, cpu_probes, inputs, load, measure, model_flops, perturbed_models, run_once
+from bench_models import DTYPES, TUNED_HEAP, cpu_probes, inputs, load, measure, model_flops, perturbed_models, run_once
 from torch.profiler import ProfilerActivity, profile
 
 GEMMS, ATTENTION, OTHER = "GEMMs (addmm, mm, oneDNN linear)", "attention matmuls (bmm)", "everything else"
@@ -64,11 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", choices=("vision", "clip"), default="vision")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile-only", action="store_true", help="skip the timed comparison with transformers")
     args = parser.parse_args()
     if args.profile_only:
         args.rounds = 0
+    dtype = DTYPES[args.dtype]
     variants = {
         "ours": dict(impl="ours"),
         "transformers": dict(impl="transformers"),
@@ -79,12 +82,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="videoprism-profile-") as folder:
         perturbed_models(Path(folder))
         for _ in range(args.rounds):
-            probes.append(cpu_probes(torch.float32)["best"])
+            probes.append(cpu_probes(dtype)["best"])
             for name, variant in variants.items():
-                variant = dict(variant, kind=args.kind, batch=args.batch, dtype="fp32")
+                variant = dict(variant, kind=args.kind, batch=args.batch, dtype=args.dtype)
                 times[name] += measure(variant, Path(folder), "cpu", iters=1)["times"]
-        model = load("ours", args.kind, Path(folder), torch.float32, "cpu", None)
+        model = load("ours", args.kind, Path(folder), dtype, "cpu", None)
     video, ids, mask = inputs(args.kind, args.batch, 16, "cpu")
+    video = video.to(dtype)
     with torch.no_grad():
         run_once("ours", args.kind, model, video, ids, mask, False)  # warm-up
         with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
@@ -113,7 +117,8 @@ def main() -> None:
     )  # fmt: skip
     detail.append("the rest, largest first: " + ", ".join(f"{key} {sec:.3f} s" for sec, key in rest[:6]))
     if args.profile_only:
-        print(f"# {args.kind}, batch {args.batch}, fp32, torch {torch.__version__}: operator profile of one forward")
+        title = f"{args.kind}, batch {args.batch}, {args.dtype}, torch {torch.__version__}"
+        print(f"# {title}: operator profile of one forward")
         print(f"CPU: {cpu_name()}")
         print(f"\n| our forward, profiled ({profiled:.2f} s) | seconds | share |\n|---|---|---|")
         for name, (seconds, _) in parts.items():
@@ -125,7 +130,7 @@ def main() -> None:
     floor = flops / probe / 1e9
     medians = {name: statistics.median(values) for name, values in times.items()}
 
-    print(f"# {args.kind}, batch {args.batch}, fp32, torch {torch.__version__}, {args.rounds} rounds")
+    print(f"# {args.kind}, batch {args.batch}, {args.dtype}, torch {torch.__version__}, {args.rounds} rounds")
     print(f"CPU: {cpu_name()}")
     print(f"matmul probe {probe:.0f} GFLOP/s ({min(probes):.0f}-{max(probes):.0f}); model {flops / 1e12:.3f} TFLOP")
     print(f"ours {medians['ours']:.2f} s: {floor / medians['ours']:.0%} of the probe's speed ({floor:.2f} s)")

@@ -5,10 +5,17 @@ import math
 import pytest
 import torch
 
-from videoprism import _attention
+from videoprism import _attention, _gemm
 from videoprism._attention import chunked_attention, flex_attention, reference_attention, sdpa_attention
 
 CAP = 50.0
+
+
+@pytest.fixture
+def cpu_gemm():
+    """``cpu_gemm(name)``: fp32 CPU inference through torch's path ("aten") or oneDNN for one test."""
+    yield _gemm.set_cpu_gemm
+    _gemm.set_cpu_gemm(None)
 
 
 def qkv(batch=4, heads=3, length=10, keys=10, dim=16, dtype=torch.float32):
@@ -42,9 +49,10 @@ def test_fast_paths_match_the_reference(fast, softcap):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("softcap", [CAP, None])
 @pytest.mark.parametrize("budget", [120, 800, 2**24])  # 3 rows of 1 head; 2 heads; all at once
-def test_inference_overwrites_the_scores_with_the_same_arithmetic(monkeypatch, dtype, softcap, budget):
-    """Without autograd the probabilities overwrite the scores (and, in bf16, the bf16 scores' buffer): the result is
-    the out-of-place computation's, bit for bit."""
+def test_inference_overwrites_the_scores_with_the_same_arithmetic(monkeypatch, cpu_gemm, dtype, softcap, budget):
+    """Without autograd the probabilities overwrite the scores (and, in bf16, the bf16 scores' buffer): on torch's
+    path the result is the out-of-place computation's, bit for bit."""
+    cpu_gemm("aten")
     monkeypatch.setattr(_attention, "SCORE_CHUNK_BYTES", budget)
     q, k, v = qkv(dtype=dtype)
     allowed = key_mask()
@@ -125,3 +133,68 @@ def test_chunk_budget_follows_the_device():
     # On CPU "auto" is the chunked kernel, whatever the size.
     q, k, _ = qkv()
     assert _attention.kernel_for("auto", q, k) == "chunked"
+
+
+def onednn_calls(monkeypatch) -> list:
+    """Counts the calls of `onednn_capped_attention` (the list grows by one per call)."""
+    calls = []
+    real = _attention.onednn_capped_attention
+    monkeypatch.setattr(_attention, "onednn_capped_attention", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("block_bytes", [40, 200, 2**20])  # 1 query row per block; 5 rows; all 10
+def test_onednn_attention_pair_by_pair_matches_the_reference(monkeypatch, cpu_gemm, block_bytes):
+    """On oneDNN, long unmasked soft-capped attention runs per (sequence, head) and block of query rows, q.k^T and the
+    tanh in one call: as exact as torch's path against float64."""
+    monkeypatch.setattr(_attention, "ONEDNN_PAIR_SCORES", 100)  # 10 x 10 scores per pair
+    monkeypatch.setattr(_attention, "ONEDNN_SCORE_BLOCK_BYTES", block_bytes)
+    calls = onednn_calls(monkeypatch)
+    q, k, v = qkv()
+    exact = reference_attention(q.double(), k.double(), v.double(), None, CAP)[0]
+    errors = {}
+    with torch.no_grad():
+        for name in ("aten", "onednn"):
+            cpu_gemm(name)
+            out = chunked_attention(q / CAP, k, v, None, CAP)
+            errors[name] = (out.double() - exact).abs().max().item()
+    assert calls == [1]  # only on oneDNN
+    assert errors["onednn"] < 3e-5 and errors["onednn"] < 2 * errors["aten"] + 1e-6, errors
+
+
+def test_onednn_attention_only_where_it_applies(monkeypatch, cpu_gemm):
+    """Masks, short pairs, no cap, autograd and torch's path keep the chunked kernel."""
+    monkeypatch.setattr(_attention, "ONEDNN_PAIR_SCORES", 100)
+    calls = onednn_calls(monkeypatch)
+    q, k, v = qkv()
+    cpu_gemm("onednn")
+    with torch.no_grad():
+        chunked_attention(q / CAP, k, v, key_mask(), CAP)  # a mask
+        chunked_attention(q / CAP, k[:, :, :9], v[:, :, :9], None, CAP)  # 90 scores per pair
+        chunked_attention(q, k, v, None, None)  # no cap
+        chunked_attention(q.double() / CAP, k.double(), v.double(), None, CAP)  # float64
+    chunked_attention(q / CAP, k, v, None, CAP)  # autograd on
+    bf16 = {}
+    with torch.no_grad():
+        for name in ("aten", "onednn"):
+            cpu_gemm(name)
+            chunked_attention(q / CAP, k, v, None, CAP)
+            bf16[name] = chunked_attention(q.bfloat16() / CAP, k.bfloat16(), v.bfloat16(), None, CAP)
+    assert calls == [1, 1]  # fp32 and bf16 on oneDNN
+    errors = {name: (out.float() - expected(q, k, v, None, CAP)).abs().max().item() for name, out in bf16.items()}
+    assert bf16["onednn"].dtype == torch.bfloat16 and errors["onednn"] < 1.5 * errors["aten"], errors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onednn_tanh_is_as_accurate_as_torchs(dtype):
+    """oneDNN's tanh (the soft cap on oneDNN, `_gemm.onednn_tanh` and `tanh_scores`): within 1.5 ulp of float64's over
+    the whole range, as fp32; bf16 inputs converted exactly."""
+    x = torch.cat([torch.linspace(-12, 12, 100_001), torch.logspace(-9, 0, 10_001), -torch.logspace(-9, 0, 10_001)])
+    x = x.to(dtype)
+    exact = torch.tanh(x.double())
+    ulp = (exact.float().nextafter(torch.tensor(float("inf"))) - exact.float()).double().abs()
+    out = _gemm.onednn_tanh(x.reshape(-1, 3))
+    assert out.dtype == torch.float32
+    assert ((out.reshape(-1).double() - exact).abs() / ulp).max() < 1.5
+    scores = _gemm.tanh_scores(x.float()[:, None], torch.ones(1, 1))  # q.k^T with k = 1: tanh(x) itself
+    assert ((scores.reshape(-1).double() - exact).abs() / ulp).max() < 1.5

@@ -46,7 +46,7 @@ def cpu_flags(monkeypatch: pytest.MonkeyPatch):
     """``cpu_flags(flags)``: make this CPU look like one with ``flags`` (and a plain AVX2 torch capability)."""
 
     def fake(flags: list[str]) -> None:
-        monkeypatch.setattr(embedder, "_cpu_flags", lambda: frozenset(flags))
+        monkeypatch.setattr(embedder, "cpu_flags", lambda: frozenset(flags))
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
 
     return fake

@@ -1,12 +1,12 @@
 """The fp32 CPU GEMM library choice (`videoprism._gemm`): oneDNN's linear is fp32 arithmetic like torch's own path,
-torch's own path stays the default, and a bad choice is a clear error."""
+"auto" takes oneDNN only on AMD CPUs with AVX-512, and a bad choice is a clear error."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from videoprism import VideoPrismVisionConfig, VideoPrismVisionModel, _gemm
+from videoprism import VideoPrismVisionConfig, VideoPrismVisionModel, _cpu, _gemm
 from videoprism.collection.embedder import resolve_device
 from videoprism.errors import DeviceError
 
@@ -81,7 +81,34 @@ def test_model_forward_runs_every_linear_through_the_choice(choice):
     torch.testing.assert_close(outputs["onednn"], outputs["aten"], rtol=0, atol=1e-5)
 
 
-def test_torch_path_is_the_default(choice):
+ZEN4 = frozenset("fpu sse2 avx2 fma avx512f avx512bw avx512_bf16".split())
+ZEN3 = frozenset("fpu sse2 avx2 fma bmi2 sha_ni vaes".split())
+SAPPHIRE_RAPIDS = frozenset("fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 amx_bf16 amx_tile".split())
+
+
+@pytest.mark.parametrize(
+    "vendor, flags, expected",
+    [
+        ("AuthenticAMD", ZEN4, "onednn"),
+        ("AuthenticAMD", ZEN3, "aten"),
+        ("GenuineIntel", SAPPHIRE_RAPIDS, "aten"),
+        ("", frozenset(), "aten"),  # nothing known (no /proc/cpuinfo)
+    ],
+)
+def test_auto_takes_onednn_only_on_amd_avx512(vendor, flags, expected):
+    assert _gemm.auto_cpu_gemm(vendor, flags) == expected
+
+
+def test_auto_is_the_default_and_follows_this_cpu(choice, monkeypatch):
+    monkeypatch.setattr(_gemm, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(_gemm, "cpu_flags", lambda: ZEN4)
+    assert _gemm.cpu_gemm() == "onednn"
+    monkeypatch.setattr(_gemm, "cpu_vendor", lambda: "GenuineIntel")
+    assert _gemm.cpu_gemm() == "aten"
+    monkeypatch.setattr(_gemm, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(_gemm, "onednn_linear_available", lambda: False)
+    assert _gemm.cpu_gemm() == "aten"  # a torch without oneDNN: auto never fails
+    monkeypatch.setenv(_gemm.ENV_VARIABLE, "auto")
     assert _gemm.cpu_gemm() == "aten"
 
 
@@ -91,14 +118,25 @@ def test_environment_variable_and_its_errors(monkeypatch, choice):
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "aten")
     assert _gemm.cpu_gemm() == "aten"
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "mkl")
-    with pytest.raises(DeviceError, match=r"VIDEOPRISM_CPU_GEMM='mkl': use one of aten, onednn"):
+    with pytest.raises(DeviceError, match=r"VIDEOPRISM_CPU_GEMM='mkl': use one of auto, aten, onednn"):
         _gemm.cpu_gemm()
     with pytest.raises(DeviceError, match="VIDEOPRISM_CPU_GEMM='mkl'"):
         resolve_device("cpu")  # the tools fail before any work
     choice("aten")  # an explicit choice wins over the environment
     assert _gemm.cpu_gemm() == "aten"
-    with pytest.raises(DeviceError, match=r"cpu_gemm='fast': use one of aten, onednn"):
+    with pytest.raises(DeviceError, match=r"cpu_gemm='fast': use one of auto, aten, onednn"):
         choice("fast")
     monkeypatch.setattr(_gemm, "onednn_linear_available", lambda: False)
     with pytest.raises(DeviceError, match="this torch has no oneDNN"):
         choice("onednn")
+
+
+def test_cpuinfo_fields_of_the_first_processor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f\n\n"
+        "processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu\n"
+    )
+    fields = _cpu.cpu_fields(str(cpuinfo))
+    assert fields["vendor_id"] == "AuthenticAMD" and fields["flags"].split() == ["fpu", "avx2", "avx512f"]
+    assert _cpu.cpu_fields(str(tmp_path / "missing")) == {}

@@ -142,7 +142,8 @@ def test_blockwise_cpu_inference(monkeypatch, block_rows):
 
 @pytest.mark.parametrize("cpu_gemm", ["aten", "onednn"])
 def test_each_cpu_gemm_library(cpu_gemm):
-    """fp32 CPU inference's linear layers through either library (torch's by default) match the original."""
+    """fp32 CPU inference through either library (linear layers; on oneDNN also the soft cap's tanh) matches the
+    original."""
     _gemm.set_cpu_gemm(cpu_gemm)
     try:
         test_video_encoder("auto")
@@ -150,6 +151,25 @@ def test_each_cpu_gemm_library(cpu_gemm):
         test_lvt(False, "auto")
     finally:
         _gemm.set_cpu_gemm(None)
+
+
+@pytest.mark.parametrize("block_bytes", [64, 2**20])
+def test_onednn_attention_pair_by_pair(monkeypatch, block_bytes):
+    """On oneDNN, unmasked soft-capped attention with many scores per pair runs pair by pair with the tanh fused into
+    q.k^T (`_attention.onednn_capped_attention`; these fixtures are too small for it): forced, with blocks of a row
+    or two and of all rows, it matches the original at the same tolerances."""
+    monkeypatch.setattr(_attention, "ONEDNN_PAIR_SCORES", 1)
+    monkeypatch.setattr(_attention, "ONEDNN_SCORE_BLOCK_BYTES", block_bytes)
+    calls = []
+    real = _attention.onednn_capped_attention
+    monkeypatch.setattr(_attention, "onednn_capped_attention", lambda *a: calls.append(1) or real(*a))
+    _gemm.set_cpu_gemm("onednn")
+    try:
+        test_video_encoder("auto")
+        test_lvt(True, "auto")
+    finally:
+        _gemm.set_cpu_gemm(None)
+    assert calls
 
 
 @pytest.mark.parametrize("score_bytes", [64, 2048])

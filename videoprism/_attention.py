@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _mkl  # noqa: F401  (settles MKL's kernel choice before the first parallel tanh/exp)
+from ._gemm import linear, onednn_inference, onednn_tanh, tanh_scores
 
 DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
@@ -29,6 +30,12 @@ FLEX_MAX_BATCH = 65535
 # The chunk budget on CUDA. "auto" there runs attention whose fp32 scores fit in it unfused, in one piece: a compiled
 # flex call has a fixed host cost (guards, block mask) larger than such an attention takes on the GPU.
 CUDA_SCORE_CHUNK_BYTES = 128 * 2**20
+# Scores per (sequence, head) from which CPU attention on oneDNN (`_gemm.onednn_inference`) runs pair by pair, q.k^T
+# and the cap's tanh in one call (`onednn_capped_attention`): for fewer, the calls' fixed costs eat what the fused tanh
+# saves.
+ONEDNN_PAIR_SCORES = 512 * 512
+# Bytes of fp32 scores per block of query rows there: the scores of q.k^T, the softmax and p.v then stay in cache.
+ONEDNN_SCORE_BLOCK_BYTES = 8 * 2**20
 
 
 def large_negative(dtype: torch.dtype = torch.float32) -> float:
@@ -56,9 +63,12 @@ def _fast_attend(q, k, v, allowed, softcap):
     """Same arithmetic in fewer passes: q arrives scaled by Dh**-0.5 / cap; cap and mask act in place on fp32."""
     inplace = not torch.is_grad_enabled()
     raw = torch.matmul(q, k.transpose(-1, -2))
-    scores = raw.float()
-    if softcap:
-        scores = scores.tanh_().mul_(softcap) if inplace else torch.tanh(scores) * softcap
+    if softcap and raw.dtype in (torch.float32, torch.bfloat16) and raw.numel() and onednn_inference(raw):
+        scores = onednn_tanh(raw).mul_(softcap)
+    else:
+        scores = raw.float()
+        if softcap:
+            scores = scores.tanh_().mul_(softcap) if inplace else torch.tanh(scores) * softcap
     if allowed is not None:
         fill = scores.masked_fill_ if inplace else scores.masked_fill
         scores = fill(~allowed, large_negative())
@@ -103,6 +113,8 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
     by Dh**-0.5 / softcap (just Dh**-0.5 when there is no cap).
     """
     batch, heads, length, _ = q.shape
+    if runs_capped_on_onednn(q, k, v, allowed, softcap):
+        return onednn_capped_attention(q, k, v, softcap)
     row_bytes = k.shape[-2] * 4  # one query row's fp32 scores, one pair
     budget = score_chunk_bytes(q.device)
     if batch * heads * length * row_bytes <= budget:
@@ -122,6 +134,39 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
                 out[part + (query,)] = _fast_attend(
                     q[part + (query,)], k[part], v[part], query_rows(mask, query, length), softcap
                 )
+    return out
+
+
+def runs_capped_on_onednn(q, k, v, allowed, softcap) -> bool:
+    """Whether `chunked_attention` takes `onednn_capped_attention`: a soft cap, no mask, fp32 or bf16 heads of one
+    dtype, at least ONEDNN_PAIR_SCORES scores per pair, and CPU inference on oneDNN (`_gemm.onednn_inference`)."""
+    return bool(
+        softcap
+        and allowed is None
+        and q.dtype == k.dtype == v.dtype
+        and q.dtype in (torch.float32, torch.bfloat16)
+        and q.shape[:2] == k.shape[:2] == v.shape[:2]
+        and q.shape[-2] * k.shape[-2] >= ONEDNN_PAIR_SCORES
+        and onednn_inference(q, k, v)
+    )
+
+
+def onednn_capped_attention(q, k, v, softcap) -> torch.Tensor:
+    """Soft-capped attention of (B, H, L, Dh) heads without a mask, one (sequence, head) pair and one block of query
+    rows at a time: tanh(q.k^T) from one oneDNN call (`_gemm.tanh_scores`), cap and softmax in fp32, then p.v as a
+    oneDNN linear layer with v^T as its weight. The same arithmetic as `_fast_attend` but for the tanh's rounding
+    (oneDNN's instead of MKL's), and no full score tensor in memory. `q` is scaled by Dh**-0.5 / softcap."""
+    out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+    length, keys = q.shape[-2], k.shape[-2]
+    rows = max(1, ONEDNN_SCORE_BLOCK_BYTES // (keys * 4))
+    for sequence in range(q.shape[0]):
+        for head in range(q.shape[1]):
+            key, value_t = k[sequence, head], v[sequence, head].t().contiguous()
+            for start in range(0, length, rows):
+                block = slice(start, start + rows)
+                scores = tanh_scores(q[sequence, head, block], key).float().mul_(softcap)
+                probs = torch.softmax(scores, dim=-1, out=scores).to(v.dtype)
+                out[sequence, head, block] = linear(probs, value_t)
     return out
 
 

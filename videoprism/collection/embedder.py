@@ -11,7 +11,6 @@ writes, and search and zero-shot scoring normalise their inputs.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._cpu import cpu_flags
 from .._gemm import cpu_gemm
 from .._sources import ModelSource, resolve_source
 from ..configuration import DTYPE_NAMES
@@ -119,23 +119,9 @@ def cpu_has_native_bf16(flags: Iterable[str] | None = None, capability: str | No
             ``torch.backends.cpu.get_cpu_capability()``. One naming AMX or BF16 counts without flags (torch reports
             "AVX512" on AMX machines too, so the flags are what usually decides).
     """
-    flags = _cpu_flags() if flags is None else frozenset(flags)
+    flags = cpu_flags() if flags is None else frozenset(flags)
     capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     return bool(flags & BF16_CPU_FLAGS) or "AMX" in capability.upper() or "BF16" in capability.upper()
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    """The feature flags of the first CPU in /proc/cpuinfo (Linux); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):  # x86 names the line "flags", ARM "Features"
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 class VideoEmbedder:
