@@ -180,9 +180,18 @@ def test_onednn_attention_only_where_it_applies(monkeypatch, cpu_gemm):
             cpu_gemm(name)
             chunked_attention(q / CAP, k, v, None, CAP)
             bf16[name] = chunked_attention(q.bfloat16() / CAP, k.bfloat16(), v.bfloat16(), None, CAP)
-    assert calls == [1, 1]  # fp32 and bf16 on oneDNN
+    # fp32 and, where oneDNN has bf16 kernels on this CPU, bf16 on oneDNN
+    assert calls == [1, 1] if _gemm.onednn_computes(torch.bfloat16) else calls == [1]
     errors = {name: (out.float() - expected(q, k, v, None, CAP)).abs().max().item() for name, out in bf16.items()}
     assert bf16["onednn"].dtype == torch.bfloat16 and errors["onednn"] < 1.5 * errors["aten"], errors
+
+
+def test_onednn_bf16_only_where_onednn_has_bf16_kernels(monkeypatch):
+    assert _gemm.onednn_computes(torch.float32) and not _gemm.onednn_computes(torch.float64)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # an AVX2 CPU
+    assert not _gemm.onednn_computes(torch.bfloat16)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert _gemm.onednn_computes(torch.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _mkl  # noqa: F401  (settles MKL's kernel choice before the first parallel tanh/exp)
-from ._gemm import linear, onednn_inference, onednn_tanh, tanh_scores
+from ._gemm import linear, onednn_computes, onednn_inference, onednn_tanh, tanh_scores
 
 DEFAULT_ATTN_IMPLEMENTATION = "auto"
 
@@ -63,7 +63,7 @@ def _fast_attend(q, k, v, allowed, softcap):
     """Same arithmetic in fewer passes: q arrives scaled by Dh**-0.5 / cap; cap and mask act in place on fp32."""
     inplace = not torch.is_grad_enabled()
     raw = torch.matmul(q, k.transpose(-1, -2))
-    if softcap and raw.dtype in (torch.float32, torch.bfloat16) and raw.numel() and onednn_inference(raw):
+    if softcap and onednn_computes(raw.dtype) and raw.numel() and onednn_inference(raw):
         scores = onednn_tanh(raw).mul_(softcap)
     else:
         scores = raw.float()
@@ -138,13 +138,14 @@ def chunked_attention(q, k, v, allowed=None, softcap=None) -> torch.Tensor:
 
 
 def runs_capped_on_onednn(q, k, v, allowed, softcap) -> bool:
-    """Whether `chunked_attention` takes `onednn_capped_attention`: a soft cap, no mask, fp32 or bf16 heads of one
-    dtype, at least ONEDNN_PAIR_SCORES scores per pair, and CPU inference on oneDNN (`_gemm.onednn_inference`)."""
+    """Whether `chunked_attention` takes `onednn_capped_attention`: a soft cap, no mask, heads of one dtype that oneDNN
+    computes here (`_gemm.onednn_computes`), at least ONEDNN_PAIR_SCORES scores per pair, and CPU inference on oneDNN
+    (`_gemm.onednn_inference`)."""
     return bool(
         softcap
         and allowed is None
         and q.dtype == k.dtype == v.dtype
-        and q.dtype in (torch.float32, torch.bfloat16)
+        and onednn_computes(q.dtype)
         and q.shape[:2] == k.shape[:2] == v.shape[:2]
         and q.shape[-2] * k.shape[-2] >= ONEDNN_PAIR_SCORES
         and onednn_inference(q, k, v)

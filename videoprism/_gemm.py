@@ -82,6 +82,13 @@ def onednn_inference(*tensors: torch.Tensor) -> bool:
     )
 
 
+def onednn_computes(dtype: torch.dtype) -> bool:
+    """Whether oneDNN runs GEMMs of `dtype` on this CPU: fp32 always, bf16 where it has bf16 kernels for it."""
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype == torch.float32
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear`, through oneDNN for fp32 CPU inference when `onednn_inference` (bias added inside the GEMM)."""
     fp32 = x.dtype == weight.dtype == torch.float32
