@@ -1,9 +1,11 @@
-"""Which library runs the fp32 linear layers of CPU inference: torch's own path (MKL on x86) or oneDNN.
+"""Which library CPU inference runs on: torch's own path (MKL on x86) or oneDNN, for the fp32 linear layers and the
+attention soft cap's tanh (`_attention` asks `onednn_inference`).
 
-Both compute in fp32 with fp32 accumulation; they differ only in the order of the sums. "auto" (the default) takes
-oneDNN on AMD CPUs with AVX-512 (Zen 4 and later), where MKL's GEMMs run well below oneDNN's, and torch's path
-elsewhere: on AMD AVX2 CPUs neither library won everywhere, and on Intel MKL is at home (docs/benchmarks.md).
-`VIDEOPRISM_CPU_GEMM` (or `set_cpu_gemm`) chooses one; `bench_trees.py --cpu-gemms aten onednn` compares them.
+Both compute in fp32 with fp32 accumulation; they differ only in the order of the sums and in the tanh's last bit.
+"auto" (the default) takes oneDNN on AMD CPUs with AVX-512 (Zen 4 and later), where MKL's GEMMs run well below
+oneDNN's and MKL's accurate tanh costs several times oneDNN's, and torch's path elsewhere: on AMD AVX2 CPUs neither
+library won everywhere, and on Intel MKL is at home (docs/benchmarks.md). `VIDEOPRISM_CPU_GEMM` (or `set_cpu_gemm`)
+chooses one; `bench_trees.py --cpu-gemms aten onednn` compares them.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ _choice: str | None = None  # set_cpu_gemm's choice; None: the environment's
 
 
 def set_cpu_gemm(name: str | None) -> None:
-    """Chooses the library of fp32 CPU inference's linear layers for this process: "auto", "aten" or "onednn" (None:
-    back to `VIDEOPRISM_CPU_GEMM`, else "auto").
+    """Chooses the library of CPU inference for this process: "auto", "aten" or "onednn" (None: back to
+    `VIDEOPRISM_CPU_GEMM`, else "auto").
 
     Raises:
         DeviceError: an unknown name, or "onednn" where this torch has no oneDNN.
