@@ -11,13 +11,6 @@ from videoprism._attention import chunked_attention, flex_attention, reference_a
 CAP = 50.0
 
 
-@pytest.fixture
-def cpu_gemm():
-    """``cpu_gemm(name)``: fp32 CPU inference through torch's path ("aten") or oneDNN for one test."""
-    yield _gemm.set_cpu_gemm
-    _gemm.set_cpu_gemm(None)
-
-
 def qkv(batch=4, heads=3, length=10, keys=10, dim=16, dtype=torch.float32):
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(batch, heads, n, dim, generator=gen) * 4 for n in (length, keys, keys))
@@ -135,21 +128,15 @@ def test_chunk_budget_follows_the_device():
     assert _attention.kernel_for("auto", q, k) == "chunked"
 
 
-def onednn_calls(monkeypatch) -> list:
-    """Counts the calls of `onednn_capped_attention` (the list grows by one per call)."""
-    calls = []
-    real = _attention.onednn_capped_attention
-    monkeypatch.setattr(_attention, "onednn_capped_attention", lambda *a: calls.append(1) or real(*a))
-    return calls
-
-
 @pytest.mark.parametrize("block_bytes", [40, 200, 2**20])  # 1 query row per block; 5 rows; all 10
-def test_onednn_attention_pair_by_pair_matches_the_reference(monkeypatch, cpu_gemm, block_bytes):
+def test_onednn_attention_pair_by_pair_matches_the_reference(
+    monkeypatch, cpu_gemm, onednn_attention_calls, block_bytes
+):
     """On oneDNN, long unmasked soft-capped attention runs per (sequence, head) and block of query rows, q.k^T and the
     tanh in one call: as exact as torch's path against float64."""
     monkeypatch.setattr(_attention, "ONEDNN_PAIR_SCORES", 100)  # 10 x 10 scores per pair
     monkeypatch.setattr(_attention, "ONEDNN_SCORE_BLOCK_BYTES", block_bytes)
-    calls = onednn_calls(monkeypatch)
+    calls = onednn_attention_calls
     q, k, v = qkv()
     exact = reference_attention(q.double(), k.double(), v.double(), None, CAP)[0]
     errors = {}
@@ -162,10 +149,10 @@ def test_onednn_attention_pair_by_pair_matches_the_reference(monkeypatch, cpu_ge
     assert errors["onednn"] < 3e-5 and errors["onednn"] < 2 * errors["aten"] + 1e-6, errors
 
 
-def test_onednn_attention_only_where_it_applies(monkeypatch, cpu_gemm):
+def test_onednn_attention_only_where_it_applies(monkeypatch, cpu_gemm, onednn_attention_calls):
     """Masks, short pairs, no cap, autograd and torch's path keep the chunked kernel."""
     monkeypatch.setattr(_attention, "ONEDNN_PAIR_SCORES", 100)
-    calls = onednn_calls(monkeypatch)
+    calls = onednn_attention_calls
     q, k, v = qkv()
     cpu_gemm("onednn")
     with torch.no_grad():
@@ -186,11 +173,14 @@ def test_onednn_attention_only_where_it_applies(monkeypatch, cpu_gemm):
     assert bf16["onednn"].dtype == torch.bfloat16 and errors["onednn"] < 1.5 * errors["aten"], errors
 
 
-def test_onednn_bf16_only_where_onednn_has_bf16_kernels(monkeypatch):
+def test_onednn_bf16_only_where_onednn_has_bf16_kernels(monkeypatch, cpu_gemm):
     assert _gemm.onednn_computes(torch.float32) and not _gemm.onednn_computes(torch.float64)
+    clear = _gemm.onednn_computes.cache_clear  # the answer for this CPU is cached
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # an AVX2 CPU
+    clear()
     assert not _gemm.onednn_computes(torch.bfloat16)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    clear()
     assert _gemm.onednn_computes(torch.bfloat16)
 
 

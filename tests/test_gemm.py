@@ -13,14 +13,6 @@ from videoprism.errors import DeviceError
 ONEDNN_OP = "mkldnn::_linear_pointwise"
 
 
-@pytest.fixture
-def choice(monkeypatch):
-    """Sets the library for one test (and puts the environment's choice back afterwards)."""
-    monkeypatch.delenv(_gemm.ENV_VARIABLE, raising=False)
-    yield _gemm.set_cpu_gemm
-    _gemm.set_cpu_gemm(None)
-
-
 def onednn_calls(fn) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
@@ -31,14 +23,14 @@ def onednn_calls(fn) -> int:
     "shape, bias, transposed",
     [((37, 48), True, False), ((2, 5, 48), True, False), ((3, 7, 48), False, False), ((48, 9), True, True)],
 )
-def test_onednn_linear_is_fp32_arithmetic(choice, shape, bias, transposed):
+def test_onednn_linear_is_fp32_arithmetic(cpu_gemm, shape, bias, transposed):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen)
     x = x.t() if transposed else x  # a non-contiguous input
     weight = torch.randn(64, x.shape[-1], generator=gen)
     b = torch.randn(64, generator=gen) if bias else None
     exact = F.linear(x.double(), weight.double(), None if b is None else b.double())
-    choice("onednn")
+    cpu_gemm("onednn")
     with torch.no_grad():
         assert onednn_calls(lambda: _gemm.linear(x, weight, b)) == 1
         out = _gemm.linear(x, weight, b)
@@ -48,10 +40,10 @@ def test_onednn_linear_is_fp32_arithmetic(choice, shape, bias, transposed):
     assert (out.double() - exact).abs().max() > 0  # it did compute in fp32
 
 
-def test_onednn_only_where_it_applies(monkeypatch, choice):
+def test_onednn_only_where_it_applies(monkeypatch, cpu_gemm):
     """Autograd, other dtypes, oneDNN turned off and the aten choice stay on torch's own F.linear, bit for bit."""
     x, weight, bias = torch.randn(8, 16), torch.randn(4, 16), torch.randn(4)
-    choice("onednn")
+    cpu_gemm("onednn")
     assert onednn_calls(lambda: _gemm.linear(x, weight, bias)) == 0  # gradients enabled
     with torch.no_grad():
         assert onednn_calls(lambda: _gemm.linear(x.double(), weight.double())) == 0
@@ -59,12 +51,12 @@ def test_onednn_only_where_it_applies(monkeypatch, choice):
         monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # put back after the test
         assert onednn_calls(lambda: _gemm.linear(x, weight, bias)) == 0
         torch.backends.mkldnn.enabled = True
-        choice("aten")
+        cpu_gemm("aten")
         assert onednn_calls(lambda: _gemm.linear(x, weight, bias)) == 0
         assert torch.equal(_gemm.linear(x, weight, bias), F.linear(x, weight, bias))
 
 
-def test_model_forward_runs_every_linear_through_the_choice(choice):
+def test_model_forward_runs_every_linear_through_the_choice(cpu_gemm):
     config = VideoPrismVisionConfig(
         hidden_size=32, num_attention_heads=2, intermediate_size=64, num_spatial_layers=2, num_temporal_layers=1,
         tubelet_size=[1, 8, 8], image_size=32, num_frames=4,
@@ -74,7 +66,7 @@ def test_model_forward_runs_every_linear_through_the_choice(choice):
     outputs = {}
     with torch.no_grad():
         for name in ("aten", "onednn"):
-            choice(name)
+            cpu_gemm(name)
             calls = onednn_calls(lambda key=name: outputs.setdefault(key, model(video).last_hidden_state))
             # patch embedding + per layer: fused q/k/v, output projection, two MLP matmuls
             assert calls == (0 if name == "aten" else 1 + 3 * 4)
@@ -99,20 +91,23 @@ def test_auto_takes_onednn_only_on_amd_avx512(vendor, flags, expected):
     assert _gemm.auto_cpu_gemm(vendor, flags) == expected
 
 
-def test_auto_is_the_default_and_follows_this_cpu(choice, monkeypatch):
+def test_auto_is_the_default_and_follows_this_cpu(cpu_gemm, monkeypatch):
+    clear = _gemm.auto_cpu_gemm.cache_clear  # the answer for this CPU is cached
     monkeypatch.setattr(_gemm, "cpu_vendor", lambda: "AuthenticAMD")
     monkeypatch.setattr(_gemm, "cpu_flags", lambda: ZEN4)
     assert _gemm.cpu_gemm() == "onednn"
     monkeypatch.setattr(_gemm, "cpu_vendor", lambda: "GenuineIntel")
+    clear()
     assert _gemm.cpu_gemm() == "aten"
     monkeypatch.setattr(_gemm, "cpu_vendor", lambda: "AuthenticAMD")
     monkeypatch.setattr(_gemm, "onednn_linear_available", lambda: False)
+    clear()
     assert _gemm.cpu_gemm() == "aten"  # a torch without oneDNN: auto never fails
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "auto")
     assert _gemm.cpu_gemm() == "aten"
 
 
-def test_environment_variable_and_its_errors(monkeypatch, choice):
+def test_environment_variable_and_its_errors(monkeypatch, cpu_gemm):
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "onednn")
     assert _gemm.cpu_gemm() == "onednn"
     monkeypatch.setenv(_gemm.ENV_VARIABLE, "aten")
@@ -122,13 +117,13 @@ def test_environment_variable_and_its_errors(monkeypatch, choice):
         _gemm.cpu_gemm()
     with pytest.raises(DeviceError, match="VIDEOPRISM_CPU_GEMM='mkl'"):
         resolve_device("cpu")  # the tools fail before any work
-    choice("aten")  # an explicit choice wins over the environment
+    cpu_gemm("aten")  # an explicit choice wins over the environment
     assert _gemm.cpu_gemm() == "aten"
     with pytest.raises(DeviceError, match=r"cpu_gemm='fast': use one of auto, aten, onednn"):
-        choice("fast")
+        cpu_gemm("fast")
     monkeypatch.setattr(_gemm, "onednn_linear_available", lambda: False)
     with pytest.raises(DeviceError, match="this torch has no oneDNN"):
-        choice("onednn")
+        cpu_gemm("onednn")
 
 
 def test_cpuinfo_fields_of_the_first_processor(tmp_path):

@@ -18,7 +18,6 @@ from videoprism import (
     VideoPrismVisionModel,
     _attention,
     _blocks,
-    _gemm,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "videoprism_flax"
@@ -140,36 +139,27 @@ def test_blockwise_cpu_inference(monkeypatch, block_rows):
     test_lvt(True, "chunked")
 
 
-@pytest.mark.parametrize("cpu_gemm", ["aten", "onednn"])
-def test_each_cpu_gemm_library(cpu_gemm):
+@pytest.mark.parametrize("library", ["aten", "onednn"])
+def test_each_cpu_gemm_library(cpu_gemm, library):
     """fp32 CPU inference through either library (linear layers; on oneDNN also the soft cap's tanh) matches the
     original."""
-    _gemm.set_cpu_gemm(cpu_gemm)
-    try:
-        test_video_encoder("auto")
-        test_lvt(True, "auto")
-        test_lvt(False, "auto")
-    finally:
-        _gemm.set_cpu_gemm(None)
+    cpu_gemm(library)
+    test_video_encoder("auto")
+    test_lvt(True, "auto")
+    test_lvt(False, "auto")
 
 
 @pytest.mark.parametrize("block_bytes", [64, 2**20])
-def test_onednn_attention_pair_by_pair(monkeypatch, block_bytes):
+def test_onednn_attention_pair_by_pair(monkeypatch, cpu_gemm, onednn_attention_calls, block_bytes):
     """On oneDNN, unmasked soft-capped attention with many scores per pair runs pair by pair with the tanh fused into
     q.k^T (`_attention.onednn_capped_attention`; these fixtures are too small for it): forced, with blocks of a row
     or two and of all rows, it matches the original at the same tolerances."""
     monkeypatch.setattr(_attention, "ONEDNN_PAIR_SCORES", 1)
     monkeypatch.setattr(_attention, "ONEDNN_SCORE_BLOCK_BYTES", block_bytes)
-    calls = []
-    real = _attention.onednn_capped_attention
-    monkeypatch.setattr(_attention, "onednn_capped_attention", lambda *a: calls.append(1) or real(*a))
-    _gemm.set_cpu_gemm("onednn")
-    try:
-        test_video_encoder("auto")
-        test_lvt(True, "auto")
-    finally:
-        _gemm.set_cpu_gemm(None)
-    assert calls
+    cpu_gemm("onednn")
+    test_video_encoder("auto")
+    test_lvt(True, "auto")
+    assert onednn_attention_calls
 
 
 @pytest.mark.parametrize("score_bytes", [64, 2048])

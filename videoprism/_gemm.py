@@ -10,6 +10,7 @@ chooses one; `bench_trees.py --cpu-gemms aten onednn` compares them.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -59,6 +60,7 @@ def cpu_gemm() -> str:
     return auto_cpu_gemm() if name == "auto" else name
 
 
+@functools.cache  # asked on every linear layer and attention call
 def auto_cpu_gemm(vendor: str | None = None, flags: frozenset[str] | None = None) -> str:
     """ "onednn" on an AMD CPU with AVX-512 when this torch has oneDNN's linear, "aten" elsewhere.
 
@@ -84,6 +86,7 @@ def onednn_inference(*tensors: torch.Tensor) -> bool:
     )
 
 
+@functools.cache  # a property of the CPU, asked on every attention call
 def onednn_computes(dtype: torch.dtype) -> bool:
     """Whether oneDNN runs GEMMs of `dtype` on this CPU: fp32 always, bf16 where it has bf16 kernels for it."""
     if dtype == torch.bfloat16:
